@@ -1,0 +1,405 @@
+// The batch-norm op layer: argument checks, implementation choice, per-channel scalars in double,
+// running-statistics updates. Kernels behind it (src/kernels/{reference,cpu}/) see raw pointers
+// and a BatchNormProblem only. Semantics follow ATen's Normalization.cpp; see doc/batch_norm.md.
+// Checked by tests/functional/*.
+#include "bnorm/functional/batch_norm.h"
+
+#include <fmt/format.h>
+
+#include <atomic>
+#include <cmath>
+#include <vector>
+
+#include "bnorm/error.h"
+#include "kernels/batch_norm_impls.h"
+
+namespace bnorm {
+
+using kernels::BatchNormProblem;
+using kernels::Layout;
+
+namespace {
+
+std::atomic<NonFinitePolicy> g_nonfinite_policy{NonFinitePolicy::kPropagate};
+
+// Checks x and returns the problem it describes. Throws before anything is written.
+BatchNormProblem check_input(const char* fn, const char* name, const Tensor& x) {
+  if (!x.defined()) throw ValueError(fmt::format("{}: {} must be defined", fn, name));
+  const int64_t r = x.dim();
+  if (r < 2 || r > 5) {
+    throw ValueError(fmt::format("{}: {} must have 2 to 5 dims (N, C, spatial...), got {}-d {}",
+                                 fn, name, r, shape_str(x.shape())));
+  }
+  if (x.numel() == 0) {
+    throw ValueError(fmt::format("{}: {} must not be empty (an empty batch has no statistics), "
+                                 "got shape {}",
+                                 fn, name, shape_str(x.shape())));
+  }
+  BatchNormProblem p;
+  p.n = x.size(0);
+  p.c = x.size(1);
+  p.hw = 1;
+  for (int64_t d = 2; d < r; ++d) p.hw *= x.size(d);
+  p.dtype = x.dtype();
+  if (x.memory_format() == MemoryFormat::kChannelsLast && x.is_contiguous(MemoryFormat::kChannelsLast)) {
+    p.layout = Layout::kNHWC;
+  } else if (x.is_contiguous()) {
+    // (N, C) and (N, C, 1, 1) are laid out exactly as channels-last.
+    p.layout = p.hw == 1 ? Layout::kNHWC : Layout::kNCHW;
+  } else {
+    throw ValueError(fmt::format("{}: {} must be contiguous or channels_last, got shape {} "
+                                 "strides {}",
+                                 fn, name, shape_str(x.shape()), shape_str(x.strides())));
+  }
+  return p;
+}
+
+// Checks a per-channel tensor; an undefined one passes unless `required`.
+void check_per_channel(const char* fn, const char* name, const Tensor& t, const BatchNormProblem& p,
+                       bool required, const char* when = "") {
+  if (!t.defined()) {
+    if (required) throw ValueError(fmt::format("{}: {} must be defined{}", fn, name, when));
+    return;
+  }
+  if (t.dim() != 1) {
+    throw ValueError(fmt::format("{}: {} must be 1-d with C={} elements, got shape {}", fn, name,
+                                 p.c, shape_str(t.shape())));
+  }
+  if (t.size(0) != p.c) {
+    throw ValueError(fmt::format("{}: {} must have C={} elements, got {}", fn, name, p.c, t.size(0)));
+  }
+  if (t.dtype() != p.dtype) {
+    throw ValueError(fmt::format("{}: {} must have x's dtype {}, got {}", fn, name,
+                                 dtype_name(p.dtype), dtype_name(t.dtype())));
+  }
+}
+
+void check_eps(const char* fn, double eps) {
+  if (!std::isfinite(eps) || eps < 0) {
+    throw ValueError(fmt::format("{}: eps must be finite and >= 0, got {}", fn, eps));
+  }
+}
+
+void check_momentum(const char* fn, double momentum) {
+  if (!std::isfinite(momentum) || momentum < 0 || momentum > 1) {
+    throw ValueError(fmt::format("{}: momentum must be in [0, 1], got {}", fn, momentum));
+  }
+}
+
+// An elementwise output must be the input itself (in-place) or not touch it at all.
+void check_elementwise_out(const char* fn, const char* name, const Tensor& out, const char* in_name,
+                           const Tensor& in, const BatchNormProblem& p, bool may_alias) {
+  if (!out.defined()) throw ValueError(fmt::format("{}: {} must be defined", fn, name));
+  if (out.shape() != in.shape()) {
+    throw ValueError(fmt::format("{}: {} must have {}'s shape {}, got {}", fn, name, in_name,
+                                 shape_str(in.shape()), shape_str(out.shape())));
+  }
+  if (out.dtype() != p.dtype) {
+    throw ValueError(fmt::format("{}: {} must have dtype {}, got {}", fn, name, dtype_name(p.dtype),
+                                 dtype_name(out.dtype())));
+  }
+  if (out.strides() != in.strides() && !(out.is_contiguous() && in.is_contiguous())) {
+    throw ValueError(fmt::format("{}: {} must have {}'s memory format {} (strides {}), got strides {}",
+                                 fn, name, in_name, memory_format_name(in.memory_format()),
+                                 shape_str(in.strides()), shape_str(out.strides())));
+  }
+  if (out.overlaps(in) && !(may_alias && out.is_same_view(in))) {
+    throw ValueError(fmt::format("{}: {} must be {} itself or not overlap it, got a partial overlap",
+                                 fn, name, in_name));
+  }
+}
+
+void check_no_overlap(const char* fn, const char* name, const Tensor& out,
+                      std::initializer_list<std::pair<const char*, const Tensor*>> others) {
+  for (const auto& [other_name, other] : others) {
+    if (other->defined() && out.overlaps(*other)) {
+      throw ValueError(fmt::format("{}: {} must not overlap {}", fn, name, other_name));
+    }
+  }
+}
+
+// Reads a per-channel tensor as doubles; `fallback` when undefined.
+std::vector<double> per_channel(const Tensor& t, int64_t c, double fallback) {
+  std::vector<double> v(static_cast<std::size_t>(c), fallback);
+  if (!t.defined()) return v;
+  if (t.dtype() == DType::kFloat32) {
+    const float* d = t.data<float>();
+    for (int64_t i = 0; i < c; ++i) v[i] = d[i];
+  } else {
+    const double* d = t.data<double>();
+    for (int64_t i = 0; i < c; ++i) v[i] = d[i];
+  }
+  return v;
+}
+
+void store_per_channel(Tensor& t, const std::vector<double>& v) {
+  if (t.dtype() == DType::kFloat32) {
+    float* d = t.data<float>();
+    for (std::size_t i = 0; i < v.size(); ++i) d[i] = static_cast<float>(v[i]);
+  } else {
+    double* d = t.data<double>();
+    for (std::size_t i = 0; i < v.size(); ++i) d[i] = v[i];
+  }
+}
+
+// PyTorch's InvStd: 0 where var == 0 and eps == 0 (a constant channel with eps = 0 maps to 0,
+// not NaN).
+double inv_std(double var, double eps) {
+  if (var == 0 && eps == 0) return 0;
+  return 1.0 / std::sqrt(var + eps);
+}
+
+void throw_if_nonfinite(const char* fn, const char* what, const std::vector<double>& a,
+                        const std::vector<double>& b) {
+  if (g_nonfinite_policy.load() != NonFinitePolicy::kThrow) return;
+  for (std::size_t c = 0; c < a.size(); ++c) {
+    if (!std::isfinite(a[c]) || !std::isfinite(b[c])) {
+      throw ValueError(fmt::format("{}: {} has NaN or Inf in channel {} (statistics {} and {}); "
+                                   "nothing was written",
+                                   fn, what, c, a[c], b[c]));
+    }
+  }
+}
+
+void check_forward_out_shapes(const char* fn, const BatchNormProblem& p, const Tensor& save_mean,
+                              const Tensor& save_invstd) {
+  check_per_channel(fn, "save_mean", save_mean, p, /*required=*/true);
+  check_per_channel(fn, "save_invstd", save_invstd, p, /*required=*/true);
+}
+
+}  // namespace
+
+void set_nonfinite_policy(NonFinitePolicy policy) { g_nonfinite_policy.store(policy); }
+NonFinitePolicy get_nonfinite_policy() { return g_nonfinite_policy.load(); }
+
+void batch_norm_forward_train_out(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                  const Tensor& running_mean, const Tensor& running_var,
+                                  double momentum, double eps, Tensor& y, Tensor& save_mean,
+                                  Tensor& save_invstd) {
+  constexpr const char* fn = "batch_norm_forward_train";
+  const BatchNormProblem p = check_input(fn, "x", x);
+  if (p.n * p.hw <= 1) {
+    throw ValueError(fmt::format("{}: Expected more than 1 value per channel when training, got "
+                                 "input size {}",
+                                 fn, shape_str(x.shape())));
+  }
+  check_per_channel(fn, "weight", weight, p, false);
+  check_per_channel(fn, "bias", bias, p, false);
+  check_per_channel(fn, "running_mean", running_mean, p, false);
+  check_per_channel(fn, "running_var", running_var, p, false);
+  if (running_mean.defined() != running_var.defined()) {
+    throw ValueError(fmt::format("{}: running_mean and running_var must be both defined or both "
+                                 "undefined, got {} and {}",
+                                 fn, running_mean.defined() ? "defined" : "undefined",
+                                 running_var.defined() ? "defined" : "undefined"));
+  }
+  check_eps(fn, eps);
+  check_momentum(fn, momentum);
+  check_elementwise_out(fn, "y", y, "x", x, p, /*may_alias=*/true);
+  check_forward_out_shapes(fn, p, save_mean, save_invstd);
+  const std::pair<const char*, const Tensor*> params[] = {
+      {"weight", &weight}, {"bias", &bias}, {"running_mean", &running_mean},
+      {"running_var", &running_var}};
+  for (const auto& [name, t] : params) {
+    if (t->defined() && y.overlaps(*t)) throw ValueError(fmt::format("{}: y must not overlap {}", fn, name));
+  }
+  check_no_overlap(fn, "save_mean", save_mean,
+                   {{"x", &x}, {"y", &y}, {"weight", &weight}, {"bias", &bias},
+                    {"running_mean", &running_mean}, {"running_var", &running_var},
+                    {"save_invstd", &save_invstd}});
+  check_no_overlap(fn, "save_invstd", save_invstd,
+                   {{"x", &x}, {"y", &y}, {"weight", &weight}, {"bias", &bias},
+                    {"running_mean", &running_mean}, {"running_var", &running_var}});
+
+  const kernels::BatchNormImpl& impl = kernels::batch_norm_select(p);
+  std::vector<double> mean(p.c), var(p.c);
+  impl.stats(p, x.raw_data(), mean.data(), var.data());
+  throw_if_nonfinite(fn, "x", mean, var);
+
+  const std::vector<double> w = per_channel(weight, p.c, 1.0);
+  const std::vector<double> b = per_channel(bias, p.c, 0.0);
+  std::vector<double> invstd(p.c), scale(p.c);
+  for (int64_t c = 0; c < p.c; ++c) {
+    invstd[c] = inv_std(var[c], eps);
+    scale[c] = invstd[c] * w[c];
+  }
+  impl.normalize(p, x.raw_data(), mean.data(), scale.data(), b.data(), y.raw_data());
+  store_per_channel(save_mean, mean);
+  store_per_channel(save_invstd, invstd);
+
+  if (running_mean.defined()) {
+    const double n = static_cast<double>(p.n * p.hw);
+    std::vector<double> rm = per_channel(running_mean, p.c, 0.0);
+    std::vector<double> rv = per_channel(running_var, p.c, 1.0);
+    for (int64_t c = 0; c < p.c; ++c) {
+      rm[c] = momentum * mean[c] + (1 - momentum) * rm[c];
+      rv[c] = momentum * (var[c] * n / (n - 1)) + (1 - momentum) * rv[c];
+    }
+    Tensor rm_out = running_mean, rv_out = running_var;  // shares storage: updates in place
+    store_per_channel(rm_out, rm);
+    store_per_channel(rv_out, rv);
+  }
+}
+
+BatchNormForwardResult batch_norm_forward_train(const Tensor& x, const Tensor& weight,
+                                                const Tensor& bias, const Tensor& running_mean,
+                                                const Tensor& running_var, double momentum,
+                                                double eps) {
+  const BatchNormProblem p = check_input("batch_norm_forward_train", "x", x);
+  BatchNormForwardResult r;
+  r.y = Tensor::empty(x.shape(), x.dtype(), x.memory_format());
+  r.save_mean = Tensor::empty({p.c}, x.dtype());
+  r.save_invstd = Tensor::empty({p.c}, x.dtype());
+  batch_norm_forward_train_out(x, weight, bias, running_mean, running_var, momentum, eps, r.y,
+                               r.save_mean, r.save_invstd);
+  return r;
+}
+
+void batch_norm_forward_infer_out(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                  const Tensor& running_mean, const Tensor& running_var,
+                                  double eps, Tensor& y) {
+  constexpr const char* fn = "batch_norm_forward_infer";
+  const BatchNormProblem p = check_input(fn, "x", x);
+  check_per_channel(fn, "weight", weight, p, false);
+  check_per_channel(fn, "bias", bias, p, false);
+  check_per_channel(fn, "running_mean", running_mean, p, true, " in evaluation mode");
+  check_per_channel(fn, "running_var", running_var, p, true, " in evaluation mode");
+  check_eps(fn, eps);
+  check_elementwise_out(fn, "y", y, "x", x, p, /*may_alias=*/true);
+  check_no_overlap(fn, "y", y,
+                   {{"weight", &weight}, {"bias", &bias}, {"running_mean", &running_mean},
+                    {"running_var", &running_var}});
+
+  const std::vector<double> w = per_channel(weight, p.c, 1.0);
+  const std::vector<double> b = per_channel(bias, p.c, 0.0);
+  const std::vector<double> mean = per_channel(running_mean, p.c, 0.0);
+  const std::vector<double> var = per_channel(running_var, p.c, 1.0);
+  throw_if_nonfinite(fn, "running_mean/running_var", mean, var);
+  throw_if_nonfinite(fn, "weight/bias", w, b);
+  std::vector<double> scale(p.c);
+  // Eval mode uses 1/sqrt(running_var + eps) as PyTorch does (no InvStd zero rule).
+  for (int64_t c = 0; c < p.c; ++c) scale[c] = w[c] / std::sqrt(var[c] + eps);
+  const kernels::BatchNormImpl& impl = kernels::batch_norm_select(p);
+  impl.normalize(p, x.raw_data(), mean.data(), scale.data(), b.data(), y.raw_data());
+}
+
+Tensor batch_norm_forward_infer(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                const Tensor& running_mean, const Tensor& running_var, double eps) {
+  check_input("batch_norm_forward_infer", "x", x);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.memory_format());
+  batch_norm_forward_infer_out(x, weight, bias, running_mean, running_var, eps, y);
+  return y;
+}
+
+void batch_norm_backward_out(const Tensor& dy, const Tensor& x, const Tensor& weight,
+                             const Tensor& running_mean, const Tensor& running_var,
+                             const Tensor& save_mean, const Tensor& save_invstd, bool train,
+                             double eps, std::array<bool, 3> output_mask, Tensor& dx,
+                             Tensor& dweight, Tensor& dbias) {
+  constexpr const char* fn = "batch_norm_backward";
+  const BatchNormProblem p = check_input(fn, "x", x);
+  check_input(fn, "dy", dy);
+  if (dy.shape() != x.shape()) {
+    throw ValueError(fmt::format("{}: dy must have x's shape {}, got {}", fn, shape_str(x.shape()),
+                                 shape_str(dy.shape())));
+  }
+  if (dy.dtype() != x.dtype()) {
+    throw ValueError(fmt::format("{}: dy must have x's dtype {}, got {}", fn, dtype_name(x.dtype()),
+                                 dtype_name(dy.dtype())));
+  }
+  if (dy.strides() != x.strides() && !(dy.is_contiguous() && x.is_contiguous())) {
+    throw ValueError(fmt::format("{}: dy must have x's memory format {}, got strides {}", fn,
+                                 memory_format_name(x.memory_format()), shape_str(dy.strides())));
+  }
+  check_per_channel(fn, "weight", weight, p, false);
+  if (train) {
+    check_per_channel(fn, "save_mean", save_mean, p, true, " in training mode");
+    check_per_channel(fn, "save_invstd", save_invstd, p, true, " in training mode");
+  } else {
+    check_per_channel(fn, "running_mean", running_mean, p, true, " in evaluation mode");
+    check_per_channel(fn, "running_var", running_var, p, true, " in evaluation mode");
+  }
+  check_eps(fn, eps);
+  if (output_mask[0]) {
+    check_elementwise_out(fn, "dx", dx, "dy", dy, p, /*may_alias=*/true);
+    check_no_overlap(fn, "dx", dx,
+                     {{"x", &x}, {"weight", &weight}, {"save_mean", &save_mean},
+                      {"save_invstd", &save_invstd}, {"running_mean", &running_mean},
+                      {"running_var", &running_var}});
+  }
+  const std::pair<const char*, Tensor*> grads[] = {{"dweight", &dweight}, {"dbias", &dbias}};
+  for (int i = 0; i < 2; ++i) {
+    if (!output_mask[i + 1]) continue;
+    check_per_channel(fn, grads[i].first, *grads[i].second, p, true);
+    check_no_overlap(fn, grads[i].first, *grads[i].second,
+                     {{"x", &x}, {"dy", &dy}, {"dx", &dx}, {"weight", &weight},
+                      {"save_mean", &save_mean}, {"save_invstd", &save_invstd}});
+  }
+  if (output_mask[1] && output_mask[2] && dweight.overlaps(dbias)) {
+    throw ValueError(fmt::format("{}: dweight must not overlap dbias", fn));
+  }
+
+  const std::vector<double> w = per_channel(weight, p.c, 1.0);
+  std::vector<double> mean, invstd(p.c);
+  if (train) {
+    mean = per_channel(save_mean, p.c, 0.0);
+    invstd = per_channel(save_invstd, p.c, 1.0);
+  } else {
+    mean = per_channel(running_mean, p.c, 0.0);
+    const std::vector<double> var = per_channel(running_var, p.c, 1.0);
+    for (int64_t c = 0; c < p.c; ++c) invstd[c] = 1.0 / std::sqrt(var[c] + eps);
+  }
+  const kernels::BatchNormImpl& impl = kernels::batch_norm_select(p);
+  const bool need_sums = train || output_mask[1] || output_mask[2];
+  std::vector<double> sum_dy(p.c, 0.0), sum_dy_xmu(p.c, 0.0);
+  if (need_sums) {
+    impl.backward_reduce(p, x.raw_data(), dy.raw_data(), mean.data(), sum_dy.data(),
+                         sum_dy_xmu.data());
+    throw_if_nonfinite(fn, "dy or x", sum_dy, sum_dy_xmu);
+  }
+  if (output_mask[0]) {
+    // See doc/batch_norm.md, "Backward": dx = k_dy·dy + k_xmu·(x − mean) + k_const.
+    const double n = static_cast<double>(p.n * p.hw);
+    std::vector<double> k_dy(p.c), k_xmu(p.c, 0.0), k_const(p.c, 0.0);
+    for (int64_t c = 0; c < p.c; ++c) {
+      k_dy[c] = invstd[c] * w[c];
+      if (train) {
+        k_xmu[c] = -sum_dy_xmu[c] * invstd[c] * invstd[c] / n * k_dy[c];
+        k_const[c] = -sum_dy[c] / n * k_dy[c];
+      }
+    }
+    impl.backward_dx(p, x.raw_data(), dy.raw_data(), mean.data(), k_dy.data(), k_xmu.data(),
+                     k_const.data(), dx.raw_data());
+  }
+  if (output_mask[1]) {
+    std::vector<double> dw(p.c);
+    for (int64_t c = 0; c < p.c; ++c) dw[c] = sum_dy_xmu[c] * invstd[c];
+    store_per_channel(dweight, dw);
+  }
+  if (output_mask[2]) store_per_channel(dbias, sum_dy);
+}
+
+BatchNormBackwardResult batch_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
+                                            const Tensor& running_mean, const Tensor& running_var,
+                                            const Tensor& save_mean, const Tensor& save_invstd,
+                                            bool train, double eps,
+                                            std::array<bool, 3> output_mask) {
+  const BatchNormProblem p = check_input("batch_norm_backward", "x", x);
+  BatchNormBackwardResult r;
+  if (output_mask[0] && dy.defined() && dy.shape() == x.shape()) {
+    r.dx = Tensor::empty(x.shape(), x.dtype(), dy.memory_format());
+  } else if (output_mask[0]) {
+    r.dx = Tensor::empty(x.shape(), x.dtype(), x.memory_format());
+  }
+  if (output_mask[1]) r.dweight = Tensor::empty({p.c}, x.dtype());
+  if (output_mask[2]) r.dbias = Tensor::empty({p.c}, x.dtype());
+  batch_norm_backward_out(dy, x, weight, running_mean, running_var, save_mean, save_invstd, train,
+                          eps, output_mask, r.dx, r.dweight, r.dbias);
+  return r;
+}
+
+const char* batch_norm_implementation_name(const Tensor& x) {
+  return kernels::batch_norm_select(check_input("batch_norm_implementation_name", "x", x)).name;
+}
+
+}  // namespace bnorm

@@ -1,0 +1,85 @@
+// The batch-norm implementation registry: one ordered table, fastest first, reference last.
+// The same table drives dispatch (src/kernels/batch_norm.cc), the kernel tests
+// (tests/kernels/batch_norm_impls_test.cc) and the benchmark (bench/). Adding a variant is one
+// line in batch_norm_impls.cc.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "bnorm/tensor.h"
+
+namespace bnorm::kernels {
+
+/// Where channel c of sample n at spatial position s lives:
+/// kNCHW: x[(n·C + c)·HW + s]; kNHWC: x[(n·HW + s)·C + c]. 2-d (N, C) input is kNHWC with HW = 1.
+enum class Layout { kNCHW, kNHWC };
+
+/// The shape of one batch-norm problem, as the kernels see it.
+struct BatchNormProblem {
+  int64_t n = 0;
+  int64_t c = 0;
+  int64_t hw = 1;
+  Layout layout = Layout::kNCHW;
+  DType dtype = DType::kFloat32;
+};
+
+std::string problem_str(const BatchNormProblem& p);
+
+// Kernel entry points. Per-channel arrays are double, C elements; tensors are raw pointers to
+// the layout above, with the problem's dtype.
+
+/// mean[c] = Σx/n, var[c] = Σ(x − mean)²/n (biased), n = N·HW; two passes.
+using StatsFn = void (*)(const BatchNormProblem& p, const void* x, double* mean, double* var);
+/// y = (x − mean[c])·scale[c] + shift[c]; y may equal x.
+using NormalizeFn = void (*)(const BatchNormProblem& p, const void* x, const double* mean,
+                             const double* scale, const double* shift, void* y);
+/// sum_dy[c] = Σdy, sum_dy_xmu[c] = Σdy·(x − mean[c]); one pass over x and dy.
+using BackwardReduceFn = void (*)(const BatchNormProblem& p, const void* x, const void* dy,
+                                  const double* mean, double* sum_dy, double* sum_dy_xmu);
+/// dx = k_dy[c]·dy + k_xmu[c]·(x − mean[c]) + k_const[c]; dx may equal dy.
+using BackwardDxFn = void (*)(const BatchNormProblem& p, const void* x, const void* dy,
+                              const double* mean, const double* k_dy, const double* k_xmu,
+                              const double* k_const, void* dx);
+
+struct BatchNormImpl {
+  const char* name;  ///< "<backend>:<variant>", stable, selectable with BNORM_IMPL
+  /// Returns "" when the implementation handles `p`, else why it declines.
+  std::string (*supports)(const BatchNormProblem& p);
+  StatsFn stats;
+  NormalizeFn normalize;
+  BackwardReduceFn backward_reduce;
+  BackwardDxFn backward_dx;
+};
+
+/// All implementations, fastest first, reference ("ref") last.
+std::span<const BatchNormImpl> batch_norm_impls();
+
+/// Returns the first implementation that supports `p`, or the one named by BNORM_IMPL (throws
+/// ValueError when that name is unknown or it declines `p`). Prints the choice and every
+/// decline reason to stderr when BNORM_VERBOSE=1.
+const BatchNormImpl& batch_norm_select(const BatchNormProblem& p);
+
+// The implementations, one declaration block per backend file.
+namespace reference {
+void stats(const BatchNormProblem& p, const void* x, double* mean, double* var);
+void normalize(const BatchNormProblem& p, const void* x, const double* mean, const double* scale,
+               const double* shift, void* y);
+void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
+                     double* sum_dy, double* sum_dy_xmu);
+void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
+                 const double* k_dy, const double* k_xmu, const double* k_const, void* dx);
+}  // namespace reference
+
+namespace cpu_blocked {
+void stats(const BatchNormProblem& p, const void* x, double* mean, double* var);
+void normalize(const BatchNormProblem& p, const void* x, const double* mean, const double* scale,
+               const double* shift, void* y);
+void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
+                     double* sum_dy, double* sum_dy_xmu);
+void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
+                 const double* k_dy, const double* k_xmu, const double* k_const, void* dx);
+}  // namespace cpu_blocked
+
+}  // namespace bnorm::kernels

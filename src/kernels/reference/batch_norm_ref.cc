@@ -1,0 +1,116 @@
+// The reference batch-norm kernels: obvious loops, double accumulation, two-pass statistics,
+// no threads, no SIMD. They are the oracle every other implementation is tested against
+// (tests/kernels/batch_norm_impls_test.cc) and the fallback of the registry ("ref").
+#include <cstdint>
+
+#include "kernels/batch_norm_impls.h"
+
+namespace bnorm::kernels::reference {
+
+namespace {
+
+// Offset of element (n, c, s) in the problem's layout.
+int64_t offset(const BatchNormProblem& p, int64_t n, int64_t c, int64_t s) {
+  return p.layout == Layout::kNCHW ? (n * p.c + c) * p.hw + s : (n * p.hw + s) * p.c + c;
+}
+
+template <typename T>
+void stats_t(const BatchNormProblem& p, const T* x, double* mean, double* var) {
+  const double count = static_cast<double>(p.n * p.hw);
+  for (int64_t c = 0; c < p.c; ++c) {
+    double sum = 0;
+    for (int64_t n = 0; n < p.n; ++n)
+      for (int64_t s = 0; s < p.hw; ++s) sum += x[offset(p, n, c, s)];
+    const double m = sum / count;
+    double sq = 0;
+    for (int64_t n = 0; n < p.n; ++n) {
+      for (int64_t s = 0; s < p.hw; ++s) {
+        const double d = x[offset(p, n, c, s)] - m;
+        sq += d * d;
+      }
+    }
+    mean[c] = m;
+    var[c] = sq / count;
+  }
+}
+
+template <typename T>
+void normalize_t(const BatchNormProblem& p, const T* x, const double* mean, const double* scale,
+                 const double* shift, T* y) {
+  for (int64_t n = 0; n < p.n; ++n)
+    for (int64_t c = 0; c < p.c; ++c)
+      for (int64_t s = 0; s < p.hw; ++s) {
+        const int64_t i = offset(p, n, c, s);
+        y[i] = static_cast<T>((x[i] - mean[c]) * scale[c] + shift[c]);
+      }
+}
+
+template <typename T>
+void backward_reduce_t(const BatchNormProblem& p, const T* x, const T* dy, const double* mean,
+                       double* sum_dy, double* sum_dy_xmu) {
+  for (int64_t c = 0; c < p.c; ++c) {
+    double s0 = 0, s1 = 0;
+    for (int64_t n = 0; n < p.n; ++n)
+      for (int64_t s = 0; s < p.hw; ++s) {
+        const int64_t i = offset(p, n, c, s);
+        s0 += dy[i];
+        s1 += dy[i] * (x[i] - mean[c]);
+      }
+    sum_dy[c] = s0;
+    sum_dy_xmu[c] = s1;
+  }
+}
+
+template <typename T>
+void backward_dx_t(const BatchNormProblem& p, const T* x, const T* dy, const double* mean,
+                   const double* k_dy, const double* k_xmu, const double* k_const, T* dx) {
+  for (int64_t n = 0; n < p.n; ++n)
+    for (int64_t c = 0; c < p.c; ++c)
+      for (int64_t s = 0; s < p.hw; ++s) {
+        const int64_t i = offset(p, n, c, s);
+        dx[i] = static_cast<T>(k_dy[c] * dy[i] + k_xmu[c] * (x[i] - mean[c]) + k_const[c]);
+      }
+}
+
+}  // namespace
+
+void stats(const BatchNormProblem& p, const void* x, double* mean, double* var) {
+  if (p.dtype == DType::kFloat32) {
+    stats_t(p, static_cast<const float*>(x), mean, var);
+  } else {
+    stats_t(p, static_cast<const double*>(x), mean, var);
+  }
+}
+
+void normalize(const BatchNormProblem& p, const void* x, const double* mean, const double* scale,
+               const double* shift, void* y) {
+  if (p.dtype == DType::kFloat32) {
+    normalize_t(p, static_cast<const float*>(x), mean, scale, shift, static_cast<float*>(y));
+  } else {
+    normalize_t(p, static_cast<const double*>(x), mean, scale, shift, static_cast<double*>(y));
+  }
+}
+
+void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
+                     double* sum_dy, double* sum_dy_xmu) {
+  if (p.dtype == DType::kFloat32) {
+    backward_reduce_t(p, static_cast<const float*>(x), static_cast<const float*>(dy), mean, sum_dy,
+                      sum_dy_xmu);
+  } else {
+    backward_reduce_t(p, static_cast<const double*>(x), static_cast<const double*>(dy), mean,
+                      sum_dy, sum_dy_xmu);
+  }
+}
+
+void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
+                 const double* k_dy, const double* k_xmu, const double* k_const, void* dx) {
+  if (p.dtype == DType::kFloat32) {
+    backward_dx_t(p, static_cast<const float*>(x), static_cast<const float*>(dy), mean, k_dy,
+                  k_xmu, k_const, static_cast<float*>(dx));
+  } else {
+    backward_dx_t(p, static_cast<const double*>(x), static_cast<const double*>(dy), mean, k_dy,
+                  k_xmu, k_const, static_cast<double*>(dx));
+  }
+}
+
+}  // namespace bnorm::kernels::reference
