@@ -75,7 +75,8 @@ int main() {
   bnorm::Tensor fresh = make_bikes(64, rng);
   print_stats("new batch, raw", fresh);
   print_stats("new batch, BatchNorm1d (eval)", bn.forward(fresh));
-  fmt::print("\nIn eval mode the layer uses running statistics, so a new batch is close to, but "
-             "not exactly,\nmean 0 / std 1; in train mode every batch is normalized exactly.\n");
+  fmt::print(
+      "\nIn eval mode the layer uses running statistics, so a new batch is close to, but "
+      "not exactly,\nmean 0 / std 1; in train mode every batch is normalized exactly.\n");
   return 0;
 }

@@ -15,7 +15,8 @@
 namespace bnorm {
 
 /// Element types. Adding bfloat16/float16 storage means a new enumerator, its element size in
-/// dtype_size(), and a conversion in the kernels' load/store helpers; compute stays in float/double.
+/// dtype_size(), and a conversion in the kernels' load/store helpers; compute stays in
+/// float/double.
 enum class DType { kFloat32, kFloat64 };
 
 /// Returns the size in bytes of one element of `dtype`.

@@ -61,9 +61,9 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, MemoryFormat format) {
     }
   }
   if (format == MemoryFormat::kChannelsLast && shape.size() != 4 && shape.size() != 5) {
-    throw ValueError(fmt::format(
-        "Tensor::empty: channels_last needs a 4-d or 5-d shape, got {}-d {}", shape.size(),
-        shape_str(shape)));
+    throw ValueError(
+        fmt::format("Tensor::empty: channels_last needs a 4-d or 5-d shape, got {}-d {}",
+                    shape.size(), shape_str(shape)));
   }
   Tensor t;
   t.dtype_ = dtype;
@@ -72,7 +72,8 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, MemoryFormat format) {
   t.format_ = format;
   t.storage_ = std::make_shared<Storage>();
   const std::size_t bytes = t.nbytes();
-  const std::size_t rounded = (std::max<std::size_t>(bytes, 1) + kAlignment - 1) / kAlignment * kAlignment;
+  const std::size_t rounded =
+      (std::max<std::size_t>(bytes, 1) + kAlignment - 1) / kAlignment * kAlignment;
   t.storage_->bytes = static_cast<std::byte*>(std::aligned_alloc(kAlignment, rounded));
   if (!t.storage_->bytes) throw std::bad_alloc();
   t.storage_->size = rounded;
@@ -95,8 +96,9 @@ template <typename T>
 Tensor Tensor::from_vector(const Shape& shape, const std::vector<T>& values, MemoryFormat format) {
   Tensor t = empty(shape, dtype_of<T>::value, format);
   if (static_cast<int64_t>(values.size()) != t.numel()) {
-    throw ValueError(fmt::format("Tensor::from_vector: values must have {} elements for shape {}, got {}",
-                                 t.numel(), shape_str(shape), values.size()));
+    throw ValueError(
+        fmt::format("Tensor::from_vector: values must have {} elements for shape {}, got {}",
+                    t.numel(), shape_str(shape), values.size()));
   }
   if (format == MemoryFormat::kContiguous) {
     std::memcpy(t.raw_data(), values.data(), t.nbytes());
@@ -154,8 +156,8 @@ template const double* Tensor::data<double>() const;
 
 int64_t Tensor::offset_of(const std::vector<int64_t>& index) const {
   if (static_cast<int64_t>(index.size()) != dim()) {
-    throw ValueError(fmt::format("Tensor::item: index must have {} coordinates, got {}", dim(),
-                                 index.size()));
+    throw ValueError(
+        fmt::format("Tensor::item: index must have {} coordinates, got {}", dim(), index.size()));
   }
   int64_t off = 0;
   for (std::size_t i = 0; i < index.size(); ++i) {

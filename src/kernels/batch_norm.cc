@@ -27,13 +27,14 @@ BatchNormProblem check_input(const char* fn, const char* name, const Tensor& x) 
   if (!x.defined()) throw ValueError(fmt::format("{}: {} must be defined", fn, name));
   const int64_t r = x.dim();
   if (r < 2 || r > 5) {
-    throw ValueError(fmt::format("{}: {} must have 2 to 5 dims (N, C, spatial...), got {}-d {}",
-                                 fn, name, r, shape_str(x.shape())));
+    throw ValueError(fmt::format("{}: {} must have 2 to 5 dims (N, C, spatial...), got {}-d {}", fn,
+                                 name, r, shape_str(x.shape())));
   }
   if (x.numel() == 0) {
-    throw ValueError(fmt::format("{}: {} must not be empty (an empty batch has no statistics), "
-                                 "got shape {}",
-                                 fn, name, shape_str(x.shape())));
+    throw ValueError(
+        fmt::format("{}: {} must not be empty (an empty batch has no statistics), "
+                    "got shape {}",
+                    fn, name, shape_str(x.shape())));
   }
   BatchNormProblem p;
   p.n = x.size(0);
@@ -41,15 +42,17 @@ BatchNormProblem check_input(const char* fn, const char* name, const Tensor& x) 
   p.hw = 1;
   for (int64_t d = 2; d < r; ++d) p.hw *= x.size(d);
   p.dtype = x.dtype();
-  if (x.memory_format() == MemoryFormat::kChannelsLast && x.is_contiguous(MemoryFormat::kChannelsLast)) {
+  if (x.memory_format() == MemoryFormat::kChannelsLast &&
+      x.is_contiguous(MemoryFormat::kChannelsLast)) {
     p.layout = Layout::kNHWC;
   } else if (x.is_contiguous()) {
     // (N, C) and (N, C, 1, 1) are laid out exactly as channels-last.
     p.layout = p.hw == 1 ? Layout::kNHWC : Layout::kNCHW;
   } else {
-    throw ValueError(fmt::format("{}: {} must be contiguous or channels_last, got shape {} "
-                                 "strides {}",
-                                 fn, name, shape_str(x.shape()), shape_str(x.strides())));
+    throw ValueError(
+        fmt::format("{}: {} must be contiguous or channels_last, got shape {} "
+                    "strides {}",
+                    fn, name, shape_str(x.shape()), shape_str(x.strides())));
   }
   return p;
 }
@@ -66,7 +69,8 @@ void check_per_channel(const char* fn, const char* name, const Tensor& t, const 
                                  p.c, shape_str(t.shape())));
   }
   if (t.size(0) != p.c) {
-    throw ValueError(fmt::format("{}: {} must have C={} elements, got {}", fn, name, p.c, t.size(0)));
+    throw ValueError(
+        fmt::format("{}: {} must have C={} elements, got {}", fn, name, p.c, t.size(0)));
   }
   if (t.dtype() != p.dtype) {
     throw ValueError(fmt::format("{}: {} must have x's dtype {}, got {}", fn, name,
@@ -99,13 +103,13 @@ void check_elementwise_out(const char* fn, const char* name, const Tensor& out, 
                                  dtype_name(out.dtype())));
   }
   if (out.strides() != in.strides() && !(out.is_contiguous() && in.is_contiguous())) {
-    throw ValueError(fmt::format("{}: {} must have {}'s memory format {} (strides {}), got strides {}",
-                                 fn, name, in_name, memory_format_name(in.memory_format()),
-                                 shape_str(in.strides()), shape_str(out.strides())));
+    throw ValueError(fmt::format(
+        "{}: {} must have {}'s memory format {} (strides {}), got strides {}", fn, name, in_name,
+        memory_format_name(in.memory_format()), shape_str(in.strides()), shape_str(out.strides())));
   }
   if (out.overlaps(in) && !(may_alias && out.is_same_view(in))) {
-    throw ValueError(fmt::format("{}: {} must be {} itself or not overlap it, got a partial overlap",
-                                 fn, name, in_name));
+    throw ValueError(fmt::format(
+        "{}: {} must be {} itself or not overlap it, got a partial overlap", fn, name, in_name));
   }
 }
 
@@ -154,9 +158,10 @@ void throw_if_nonfinite(const char* fn, const char* what, const std::vector<doub
   if (g_nonfinite_policy.load() != NonFinitePolicy::kThrow) return;
   for (std::size_t c = 0; c < a.size(); ++c) {
     if (!std::isfinite(a[c]) || !std::isfinite(b[c])) {
-      throw ValueError(fmt::format("{}: {} has NaN or Inf in channel {} (statistics {} and {}); "
-                                   "nothing was written",
-                                   fn, what, c, a[c], b[c]));
+      throw ValueError(
+          fmt::format("{}: {} has NaN or Inf in channel {} (statistics {} and {}); "
+                      "nothing was written",
+                      fn, what, c, a[c], b[c]));
     }
   }
 }
@@ -179,37 +184,49 @@ void batch_norm_forward_train_out(const Tensor& x, const Tensor& weight, const T
   constexpr const char* fn = "batch_norm_forward_train";
   const BatchNormProblem p = check_input(fn, "x", x);
   if (p.n * p.hw <= 1) {
-    throw ValueError(fmt::format("{}: Expected more than 1 value per channel when training, got "
-                                 "input size {}",
-                                 fn, shape_str(x.shape())));
+    throw ValueError(
+        fmt::format("{}: Expected more than 1 value per channel when training, got "
+                    "input size {}",
+                    fn, shape_str(x.shape())));
   }
   check_per_channel(fn, "weight", weight, p, false);
   check_per_channel(fn, "bias", bias, p, false);
   check_per_channel(fn, "running_mean", running_mean, p, false);
   check_per_channel(fn, "running_var", running_var, p, false);
   if (running_mean.defined() != running_var.defined()) {
-    throw ValueError(fmt::format("{}: running_mean and running_var must be both defined or both "
-                                 "undefined, got {} and {}",
-                                 fn, running_mean.defined() ? "defined" : "undefined",
-                                 running_var.defined() ? "defined" : "undefined"));
+    throw ValueError(
+        fmt::format("{}: running_mean and running_var must be both defined or both "
+                    "undefined, got {} and {}",
+                    fn, running_mean.defined() ? "defined" : "undefined",
+                    running_var.defined() ? "defined" : "undefined"));
   }
   check_eps(fn, eps);
   check_momentum(fn, momentum);
   check_elementwise_out(fn, "y", y, "x", x, p, /*may_alias=*/true);
   check_forward_out_shapes(fn, p, save_mean, save_invstd);
-  const std::pair<const char*, const Tensor*> params[] = {
-      {"weight", &weight}, {"bias", &bias}, {"running_mean", &running_mean},
-      {"running_var", &running_var}};
+  const std::pair<const char*, const Tensor*> params[] = {{"weight", &weight},
+                                                          {"bias", &bias},
+                                                          {"running_mean", &running_mean},
+                                                          {"running_var", &running_var}};
   for (const auto& [name, t] : params) {
-    if (t->defined() && y.overlaps(*t)) throw ValueError(fmt::format("{}: y must not overlap {}", fn, name));
+    if (t->defined() && y.overlaps(*t))
+      throw ValueError(fmt::format("{}: y must not overlap {}", fn, name));
   }
   check_no_overlap(fn, "save_mean", save_mean,
-                   {{"x", &x}, {"y", &y}, {"weight", &weight}, {"bias", &bias},
-                    {"running_mean", &running_mean}, {"running_var", &running_var},
+                   {{"x", &x},
+                    {"y", &y},
+                    {"weight", &weight},
+                    {"bias", &bias},
+                    {"running_mean", &running_mean},
+                    {"running_var", &running_var},
                     {"save_invstd", &save_invstd}});
   check_no_overlap(fn, "save_invstd", save_invstd,
-                   {{"x", &x}, {"y", &y}, {"weight", &weight}, {"bias", &bias},
-                    {"running_mean", &running_mean}, {"running_var", &running_var}});
+                   {{"x", &x},
+                    {"y", &y},
+                    {"weight", &weight},
+                    {"bias", &bias},
+                    {"running_mean", &running_mean},
+                    {"running_var", &running_var}});
 
   const kernels::BatchNormImpl& impl = kernels::batch_norm_select(p);
   std::vector<double> mean(p.c), var(p.c);
@@ -256,8 +273,8 @@ BatchNormForwardResult batch_norm_forward_train(const Tensor& x, const Tensor& w
 }
 
 void batch_norm_forward_infer_out(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                  const Tensor& running_mean, const Tensor& running_var,
-                                  double eps, Tensor& y) {
+                                  const Tensor& running_mean, const Tensor& running_var, double eps,
+                                  Tensor& y) {
   constexpr const char* fn = "batch_norm_forward_infer";
   const BatchNormProblem p = check_input(fn, "x", x);
   check_per_channel(fn, "weight", weight, p, false);
@@ -267,7 +284,9 @@ void batch_norm_forward_infer_out(const Tensor& x, const Tensor& weight, const T
   check_eps(fn, eps);
   check_elementwise_out(fn, "y", y, "x", x, p, /*may_alias=*/true);
   check_no_overlap(fn, "y", y,
-                   {{"weight", &weight}, {"bias", &bias}, {"running_mean", &running_mean},
+                   {{"weight", &weight},
+                    {"bias", &bias},
+                    {"running_mean", &running_mean},
                     {"running_var", &running_var}});
 
   const std::vector<double> w = per_channel(weight, p.c, 1.0);
@@ -323,8 +342,11 @@ void batch_norm_backward_out(const Tensor& dy, const Tensor& x, const Tensor& we
   if (output_mask[0]) {
     check_elementwise_out(fn, "dx", dx, "dy", dy, p, /*may_alias=*/true);
     check_no_overlap(fn, "dx", dx,
-                     {{"x", &x}, {"weight", &weight}, {"save_mean", &save_mean},
-                      {"save_invstd", &save_invstd}, {"running_mean", &running_mean},
+                     {{"x", &x},
+                      {"weight", &weight},
+                      {"save_mean", &save_mean},
+                      {"save_invstd", &save_invstd},
+                      {"running_mean", &running_mean},
                       {"running_var", &running_var}});
   }
   const std::pair<const char*, Tensor*> grads[] = {{"dweight", &dweight}, {"dbias", &dbias}};
@@ -332,8 +354,12 @@ void batch_norm_backward_out(const Tensor& dy, const Tensor& x, const Tensor& we
     if (!output_mask[i + 1]) continue;
     check_per_channel(fn, grads[i].first, *grads[i].second, p, true);
     check_no_overlap(fn, grads[i].first, *grads[i].second,
-                     {{"x", &x}, {"dy", &dy}, {"dx", &dx}, {"weight", &weight},
-                      {"save_mean", &save_mean}, {"save_invstd", &save_invstd}});
+                     {{"x", &x},
+                      {"dy", &dy},
+                      {"dx", &dx},
+                      {"weight", &weight},
+                      {"save_mean", &save_mean},
+                      {"save_invstd", &save_invstd}});
   }
   if (output_mask[1] && output_mask[2] && dweight.overlaps(dbias)) {
     throw ValueError(fmt::format("{}: dweight must not overlap dbias", fn));

@@ -47,7 +47,8 @@ const BatchNormImpl& batch_norm_select(const BatchNormProblem& p) {
       if (!why.empty()) {
         throw ValueError(fmt::format("BNORM_IMPL={} declines {}: {}", forced, problem_str(p), why));
       }
-      if (verbose()) std::fprintf(stderr, "bnorm: %s (forced) for %s\n", impl.name, problem_str(p).c_str());
+      if (verbose())
+        std::fprintf(stderr, "bnorm: %s (forced) for %s\n", impl.name, problem_str(p).c_str());
       return impl;
     }
     std::string names;

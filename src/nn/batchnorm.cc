@@ -19,8 +19,8 @@ BatchNorm::BatchNorm(int64_t num_features, BatchNormOptions options)
     throw ValueError(fmt::format("BatchNorm: eps must be finite and >= 0, got {}", options.eps));
   }
   if (options.momentum && !(*options.momentum >= 0 && *options.momentum <= 1)) {
-    throw ValueError(fmt::format("BatchNorm: momentum must be in [0, 1] or None, got {}",
-                                 *options.momentum));
+    throw ValueError(
+        fmt::format("BatchNorm: momentum must be in [0, 1] or None, got {}", *options.momentum));
   }
   if (options_.affine) {
     weight_.value = Tensor::empty({num_features}, options_.dtype);
@@ -54,8 +54,9 @@ Tensor BatchNorm::forward(const Tensor& x) {
   if (!x.defined()) throw ValueError(fmt::format("{}: input must be defined", name()));
   check_input_dim(x);
   if (x.size(1) != num_features_) {
-    throw ValueError(fmt::format("{}: input must have C=num_features={} channels, got {} (shape {})",
-                                 name(), num_features_, x.size(1), shape_str(x.shape())));
+    throw ValueError(
+        fmt::format("{}: input must have C=num_features={} channels, got {} (shape {})", name(),
+                    num_features_, x.size(1), shape_str(x.shape())));
   }
   // PyTorch: bn_training = training or (running_mean is None and running_var is None).
   used_batch_stats_ = training_ || !options_.track_running_stats;
@@ -77,9 +78,9 @@ Tensor BatchNorm::forward(const Tensor& x) {
     factor = options_.momentum ? *options_.momentum
                                : 1.0 / static_cast<double>(num_batches_tracked_ + 1);
   }
-  BatchNormForwardResult r = batch_norm_forward_train(
-      x, w, b, update ? running_mean_ : Tensor(), update ? running_var_ : Tensor(), factor,
-      options_.eps);
+  BatchNormForwardResult r =
+      batch_norm_forward_train(x, w, b, update ? running_mean_ : Tensor(),
+                               update ? running_var_ : Tensor(), factor, options_.eps);
   if (update) ++num_batches_tracked_;
   x_ = x;
   save_mean_ = r.save_mean;
@@ -131,11 +132,10 @@ std::vector<std::pair<std::string, Tensor*>> BatchNorm::named_buffers() {
 }
 
 std::string BatchNorm::repr() const {
-  return fmt::format("{}({}, eps={}, momentum={}, affine={}, track_running_stats={})", name(),
-                     num_features_, options_.eps,
-                     options_.momentum ? fmt::format("{}", *options_.momentum) : "None",
-                     options_.affine ? "True" : "False",
-                     options_.track_running_stats ? "True" : "False");
+  return fmt::format(
+      "{}({}, eps={}, momentum={}, affine={}, track_running_stats={})", name(), num_features_,
+      options_.eps, options_.momentum ? fmt::format("{}", *options_.momentum) : "None",
+      options_.affine ? "True" : "False", options_.track_running_stats ? "True" : "False");
 }
 
 void BatchNorm1d::check_input_dim(const Tensor& x) const {

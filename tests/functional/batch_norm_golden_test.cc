@@ -51,9 +51,8 @@ void expect_conformant(const nlohmann::json& c, const std::string& field, const 
   const double ours_err = max_abs_diff(got, ref64);
   const double torch_err = max_abs_diff(torch, ref64);
   const double ulp = std::ldexp(1.0, -23) * max_abs(ref64);
-  EXPECT_LE(ours_err, torch_err + ulp)
-      << "bnorm float32 is further from float64 (" << ours_err << ") than PyTorch float32 ("
-      << torch_err << ")";
+  EXPECT_LE(ours_err, torch_err + ulp) << "bnorm float32 is further from float64 (" << ours_err
+                                       << ") than PyTorch float32 (" << torch_err << ")";
 }
 
 TEST(BatchNormGolden, FileHasCases) {
@@ -109,7 +108,7 @@ std::unique_ptr<nn::BatchNorm> make_module(const nlohmann::json& c) {
   nn::BatchNormOptions o;
   o.eps = c.at("eps");
   o.momentum = c.at("momentum").is_null() ? std::nullopt
-                                           : std::optional<double>(c.at("momentum").get<double>());
+                                          : std::optional<double>(c.at("momentum").get<double>());
   o.affine = c.at("affine");
   o.track_running_stats = c.at("track_running_stats");
   o.dtype = golden_dtype(c);
@@ -148,8 +147,10 @@ TEST(BatchNormGolden, ModulesOverSeveralSteps) {
         EXPECT_TRUE(all_close(bn->bias().grad.to_vector(), vec(step.at("dbias")), tol, tol));
       }
       if (bn->options().track_running_stats) {
-        EXPECT_TRUE(all_close(bn->running_mean().to_vector(), vec(step.at("running_mean")), tol, tol));
-        EXPECT_TRUE(all_close(bn->running_var().to_vector(), vec(step.at("running_var")), tol, tol));
+        EXPECT_TRUE(
+            all_close(bn->running_mean().to_vector(), vec(step.at("running_mean")), tol, tol));
+        EXPECT_TRUE(
+            all_close(bn->running_var().to_vector(), vec(step.at("running_var")), tol, tol));
         EXPECT_EQ(bn->num_batches_tracked(), step.at("num_batches_tracked").get<int64_t>());
       } else {
         EXPECT_TRUE(bn->named_buffers().empty());

@@ -46,7 +46,8 @@ inline ::testing::AssertionResult all_close(const std::vector<double>& actual,
 /// Largest |a − b| over all elements.
 inline double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
   double m = 0;
-  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::fmax(m, std::fabs(a[i] - b[i]));
+  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i)
+    m = std::fmax(m, std::fabs(a[i] - b[i]));
   return m;
 }
 

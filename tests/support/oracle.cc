@@ -30,7 +30,8 @@ OracleForward oracle_forward_train(const std::vector<double>& x, int64_t n, int6
     for (double v : values) sum += v;
     const double m = static_cast<double>(sum / count);
     long double sq = 0;
-    for (double v : values) sq += (static_cast<long double>(v) - m) * (static_cast<long double>(v) - m);
+    for (double v : values)
+      sq += (static_cast<long double>(v) - m) * (static_cast<long double>(v) - m);
     const double var = static_cast<double>(sq / count);
     const double is = (var == 0 && eps == 0) ? 0.0 : 1.0 / std::sqrt(var + eps);
     r.mean.push_back(m);
@@ -92,8 +93,8 @@ OracleBackward oracle_backward(const std::vector<double>& dy, const std::vector<
           continue;
         }
         const long double xhat = (static_cast<long double>(x[k]) - mean[ch]) * invstd[ch];
-        r.dx[k] = static_cast<double>(g * invstd[ch] *
-                                      (dy[k] - sdy / count - xhat * sdyxhat / count));
+        r.dx[k] =
+            static_cast<double>(g * invstd[ch] * (dy[k] - sdy / count - xhat * sdyxhat / count));
       }
   }
   return r;

@@ -38,7 +38,8 @@ struct BatchNormForwardResult {
 /// Throws ValueError (nothing written) for: rank < 2 or > 5, N·HW == 1 ("Expected more than 1
 /// value per channel when training"), an empty x, a per-channel tensor of the wrong size, dtype or
 /// rank, eps < 0 or non-finite, momentum outside [0, 1], running_mean defined without running_var.
-/// PyTorch: torch.native_batch_norm(x, weight, bias, running_mean, running_var, True, momentum, eps).
+/// PyTorch: torch.native_batch_norm(x, weight, bias, running_mean, running_var, True, momentum,
+/// eps).
 BatchNormForwardResult batch_norm_forward_train(const Tensor& x, const Tensor& weight,
                                                 const Tensor& bias, const Tensor& running_mean,
                                                 const Tensor& running_var,
@@ -62,8 +63,8 @@ Tensor batch_norm_forward_infer(const Tensor& x, const Tensor& weight, const Ten
 
 /// Same as batch_norm_forward_infer into caller-owned y (may be x itself).
 void batch_norm_forward_infer_out(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                  const Tensor& running_mean, const Tensor& running_var,
-                                  double eps, Tensor& y);
+                                  const Tensor& running_mean, const Tensor& running_var, double eps,
+                                  Tensor& y);
 
 /// Gradients of a batch_norm_forward_* call.
 struct BatchNormBackwardResult {

@@ -132,13 +132,23 @@ void elementwise(const BatchNormProblem& p, const T* x, const T* dy, T* out, G g
   }
 }
 
+// Two passes. The first sums x − K with K the channel's first element (the "shifted data"
+// algorithm): a constant channel then sums exact zeros and gets mean == K exactly, for any value
+// and dtype; and the sum's magnitude no longer grows with |mean|. K is element (0, c, 0) in both
+// layouts, so the result stays layout-independent.
 template <typename T>
 void stats_t(const BatchNormProblem& p, const T* x, double* mean, double* var) {
   const double count = static_cast<double>(p.n * p.hw);
-  channel_sums<1>(p, x, static_cast<const T*>(nullptr),
-                  [](int64_t, double xv, double, double* v) { v[0] = xv; },
-                  std::array<double*, 1>{mean});
-  for (int64_t c = 0; c < p.c; ++c) mean[c] /= count;
+  std::vector<double> shift(static_cast<std::size_t>(p.c));
+  for (int64_t c = 0; c < p.c; ++c) {
+    shift[c] = static_cast<double>(p.layout == Layout::kNCHW ? x[c * p.hw] : x[c]);
+  }
+  const double* k = shift.data();
+  channel_sums<1>(
+      p, x, static_cast<const T*>(nullptr),
+      [k](int64_t c, double xv, double, double* v) { v[0] = xv - k[c]; },
+      std::array<double*, 1>{mean});
+  for (int64_t c = 0; c < p.c; ++c) mean[c] = k[c] + mean[c] / count;
   channel_sums<1>(
       p, x, static_cast<const T*>(nullptr),
       [mean](int64_t c, double xv, double, double* v) {

@@ -1,6 +1,7 @@
 // The reference batch-norm kernels: obvious loops, double accumulation, two-pass statistics,
-// no threads, no SIMD. They are the oracle every other implementation is tested against
-// (tests/kernels/batch_norm_impls_test.cc) and the fallback of the registry ("ref").
+// no threads, no SIMD; the mean is shifted by the channel's first element. They are the oracle
+// every other implementation is tested against (tests/kernels/batch_norm_impls_test.cc) and the
+// fallback of the registry ("ref").
 #include <cstdint>
 
 #include "kernels/batch_norm_impls.h"
@@ -18,10 +19,12 @@ template <typename T>
 void stats_t(const BatchNormProblem& p, const T* x, double* mean, double* var) {
   const double count = static_cast<double>(p.n * p.hw);
   for (int64_t c = 0; c < p.c; ++c) {
+    // Shifted by the channel's first element, so a constant channel's mean is exact.
+    const double k = x[offset(p, 0, c, 0)];
     double sum = 0;
     for (int64_t n = 0; n < p.n; ++n)
-      for (int64_t s = 0; s < p.hw; ++s) sum += x[offset(p, n, c, s)];
-    const double m = sum / count;
+      for (int64_t s = 0; s < p.hw; ++s) sum += x[offset(p, n, c, s)] - k;
+    const double m = k + sum / count;
     double sq = 0;
     for (int64_t n = 0; n < p.n; ++n) {
       for (int64_t s = 0; s < p.hw; ++s) {
@@ -105,8 +108,8 @@ void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, c
 void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
                  const double* k_dy, const double* k_xmu, const double* k_const, void* dx) {
   if (p.dtype == DType::kFloat32) {
-    backward_dx_t(p, static_cast<const float*>(x), static_cast<const float*>(dy), mean, k_dy,
-                  k_xmu, k_const, static_cast<float*>(dx));
+    backward_dx_t(p, static_cast<const float*>(x), static_cast<const float*>(dy), mean, k_dy, k_xmu,
+                  k_const, static_cast<float*>(dx));
   } else {
     backward_dx_t(p, static_cast<const double*>(x), static_cast<const double*>(dy), mean, k_dy,
                   k_xmu, k_const, static_cast<double*>(dx));

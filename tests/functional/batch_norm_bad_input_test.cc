@@ -1,0 +1,243 @@
+// Every bad-input rule of the functional API: the exception type, the message (argument,
+// expected, given), and that nothing was written (outputs and running buffers untouched).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "bnorm/bnorm.h"
+
+namespace bnorm {
+namespace {
+
+// Runs fn, expects ValueError whose message contains `text`.
+template <typename Fn>
+void expect_error(Fn fn, const std::string& text) {
+  try {
+    fn();
+    ADD_FAILURE() << "no exception; expected one containing: " << text;
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find(text), std::string::npos)
+        << "message: " << e.what() << "\nexpected to contain: " << text;
+  }
+}
+
+struct Fixture {
+  Tensor x = Tensor::full({4, 3, 2, 2}, 1.5);
+  Tensor w = Tensor::ones({3}), b = Tensor::zeros({3});
+  Tensor rm = Tensor::full({3}, 0.25), rv = Tensor::full({3}, 2.0);
+};
+
+TEST(BatchNormBadInput, Rank) {
+  Fixture f;
+  expect_error(
+      [&] { batch_norm_forward_train(Tensor::ones({5}), f.w, f.b, f.rm, f.rv); },
+      "batch_norm_forward_train: x must have 2 to 5 dims (N, C, spatial...), got 1-d (5,)");
+  expect_error(
+      [&] {
+        batch_norm_forward_infer(Tensor::ones({1, 3, 1, 1, 1, 2}), f.w, f.b, f.rm, f.rv);
+      },
+      "got 6-d");
+  expect_error([&] { batch_norm_forward_train(Tensor(), f.w, f.b, f.rm, f.rv); },
+               "x must be defined");
+}
+
+TEST(BatchNormBadInput, ChannelMismatchNamesTheArgument) {
+  Fixture f;
+  expect_error([&] { batch_norm_forward_train(f.x, Tensor::ones({4}), f.b, f.rm, f.rv); },
+               "batch_norm_forward_train: weight must have C=3 elements, got 4");
+  expect_error([&] { batch_norm_forward_train(f.x, f.w, Tensor::ones({2}), f.rm, f.rv); },
+               "bias must have C=3 elements, got 2");
+  expect_error([&] { batch_norm_forward_train(f.x, f.w, f.b, Tensor::ones({5}), f.rv); },
+               "running_mean must have C=3 elements, got 5");
+  expect_error([&] { batch_norm_forward_infer(f.x, f.w, f.b, f.rm, Tensor::ones({1})); },
+               "batch_norm_forward_infer: running_var must have C=3 elements, got 1");
+  expect_error(
+      [&] {
+        batch_norm_forward_train(f.x, Tensor::ones({3, 1}), f.b, f.rm, f.rv);
+      },
+      "weight must be 1-d with C=3 elements, got shape (3, 1)");
+}
+
+TEST(BatchNormBadInput, OneValuePerChannelInTraining) {
+  Fixture f;
+  expect_error(
+      [&] {
+        batch_norm_forward_train(Tensor::ones({1, 3}), f.w, f.b, f.rm, f.rv);
+      },
+      "Expected more than 1 value per channel when training, got input size (1, 3)");
+  expect_error(
+      [&] {
+        batch_norm_forward_train(Tensor::ones({1, 3, 1, 1}), f.w, f.b, f.rm, f.rv);
+      },
+      "Expected more than 1 value per channel when training, got input size (1, 3, 1, 1)");
+  // Eval mode accepts a single sample.
+  EXPECT_NO_THROW(batch_norm_forward_infer(Tensor::ones({1, 3}), f.w, f.b, f.rm, f.rv));
+}
+
+TEST(BatchNormBadInput, EmptyBatch) {
+  Fixture f;
+  expect_error(
+      [&] {
+        batch_norm_forward_train(Tensor::ones({0, 3, 2, 2}), f.w, f.b, f.rm, f.rv);
+      },
+      "x must not be empty (an empty batch has no statistics), got shape (0, 3, 2, 2)");
+  expect_error(
+      [&] {
+        batch_norm_forward_infer(Tensor::ones({0, 3}), f.w, f.b, f.rm, f.rv);
+      },
+      "x must not be empty");
+}
+
+TEST(BatchNormBadInput, EpsAndMomentum) {
+  Fixture f;
+  expect_error([&] { batch_norm_forward_train(f.x, f.w, f.b, f.rm, f.rv, 0.1, -1e-5); },
+               "eps must be finite and >= 0, got -1e-05");
+  expect_error([&] { batch_norm_forward_train(f.x, f.w, f.b, f.rm, f.rv, 0.1, NAN); },
+               "eps must be finite and >= 0, got nan");
+  expect_error([&] { batch_norm_forward_infer(f.x, f.w, f.b, f.rm, f.rv, INFINITY); },
+               "eps must be finite and >= 0, got inf");
+  expect_error([&] { batch_norm_forward_train(f.x, f.w, f.b, f.rm, f.rv, 1.5); },
+               "momentum must be in [0, 1], got 1.5");
+  expect_error([&] { batch_norm_forward_train(f.x, f.w, f.b, f.rm, f.rv, -0.1); },
+               "momentum must be in [0, 1], got -0.1");
+}
+
+TEST(BatchNormBadInput, DtypeMismatch) {
+  Fixture f;
+  expect_error([&] { batch_norm_forward_train(f.x, f.w.to(DType::kFloat64), f.b, f.rm, f.rv); },
+               "weight must have x's dtype float32, got float64");
+  Tensor dy = Tensor::ones({4, 3, 2, 2}, DType::kFloat64);
+  auto r = batch_norm_forward_train(f.x, f.w, f.b, Tensor(), Tensor());
+  expect_error(
+      [&] { batch_norm_backward(dy, f.x, f.w, f.rm, f.rv, r.save_mean, r.save_invstd, true); },
+      "dy must have x's dtype float32, got float64");
+}
+
+TEST(BatchNormBadInput, RunningBuffersInEvalAndPairs) {
+  Fixture f;
+  expect_error([&] { batch_norm_forward_infer(f.x, f.w, f.b, Tensor(), f.rv); },
+               "running_mean must be defined in evaluation mode");
+  expect_error([&] { batch_norm_forward_infer(f.x, f.w, f.b, f.rm, Tensor()); },
+               "running_var must be defined in evaluation mode");
+  expect_error([&] { batch_norm_forward_train(f.x, f.w, f.b, f.rm, Tensor()); },
+               "running_mean and running_var must be both defined or both undefined");
+  Tensor dy = Tensor::ones(f.x.shape());
+  expect_error([&] { batch_norm_backward(dy, f.x, f.w, f.rm, f.rv, Tensor(), Tensor(), true); },
+               "batch_norm_backward: save_mean must be defined in training mode");
+  expect_error(
+      [&] { batch_norm_backward(dy, f.x, f.w, Tensor(), Tensor(), Tensor(), Tensor(), false); },
+      "running_mean must be defined in evaluation mode");
+}
+
+TEST(BatchNormBadInput, BackwardShapeAndLayout) {
+  Fixture f;
+  auto r = batch_norm_forward_train(f.x, f.w, f.b, Tensor(), Tensor());
+  expect_error(
+      [&] {
+        batch_norm_backward(Tensor::ones({4, 3, 2, 3}), f.x, f.w, f.rm, f.rv, r.save_mean,
+                            r.save_invstd, true);
+      },
+      "dy must have x's shape (4, 3, 2, 2), got (4, 3, 2, 3)");
+  Tensor x3 = Tensor::ones({4, 3, 2, 3});
+  Tensor dy_cl = Tensor::ones({4, 3, 2, 3}, DType::kFloat32, MemoryFormat::kChannelsLast);
+  expect_error(
+      [&] { batch_norm_backward(dy_cl, x3, f.w, f.rm, f.rv, r.save_mean, r.save_invstd, true); },
+      "dy must have x's memory format contiguous");
+}
+
+TEST(BatchNormBadInput, AliasingOutputs) {
+  Fixture f;
+  Tensor x = f.x.clone();
+  Tensor sm = Tensor::empty({3}), si = Tensor::empty({3});
+  // In place is allowed.
+  Tensor y = x;
+  EXPECT_NO_THROW(batch_norm_forward_train_out(x, f.w, f.b, f.rm, f.rv, 0.1, 1e-5, y, sm, si));
+  // An output may not partially overlap x: y is x shifted by one element.
+  Tensor storage = Tensor::zeros({2 * 3 * 2 * 2 + 1});
+  Tensor base = storage.reshape({25});
+  Tensor xs = Tensor::zeros({4, 3});
+  expect_error(
+      [&] {
+        Tensor w3 = Tensor::ones({3});
+        batch_norm_forward_train_out(xs, f.w, f.b, Tensor(), Tensor(), 0.1, 1e-5, xs, w3, w3);
+      },
+      "save_mean must not overlap save_invstd");
+  expect_error(
+      [&] { batch_norm_forward_train_out(f.x, f.w, f.b, f.rm, f.rv, 0.1, 1e-5, y, f.rm, si); },
+      "save_mean must not overlap running_mean");
+  expect_error(
+      [&] {
+        Tensor yy = Tensor::empty({4, 3, 2, 2});
+        batch_norm_forward_train_out(f.x, f.w, f.b, f.rm, f.rv, 0.1, 1e-5, yy, f.w, si);
+      },
+      "save_mean must not overlap weight");
+  expect_error(
+      [&] {
+        Tensor y2 = x.clone(MemoryFormat::kChannelsLast);
+        batch_norm_forward_train_out(x, f.w, f.b, f.rm, f.rv, 0.1, 1e-5, y2, sm, si);
+      },
+      "y must have x's memory format contiguous");
+  Tensor dy = Tensor::ones(f.x.shape());
+  auto r = batch_norm_forward_train(f.x, f.w, f.b, Tensor(), Tensor());
+  expect_error(
+      [&] {
+        Tensor dx = f.x, dw = Tensor::empty({3}), db = Tensor::empty({3});
+        batch_norm_backward_out(dy, f.x, f.w, Tensor(), Tensor(), r.save_mean, r.save_invstd, true,
+                                1e-5, {true, true, true}, dx, dw, db);
+      },
+      "dx must not overlap x");
+  (void)base;
+}
+
+TEST(BatchNormBadInput, NothingIsWrittenOnError) {
+  Fixture f;
+  Tensor y = Tensor::full(f.x.shape(), 7.0), sm = Tensor::full({3}, 7.0),
+         si = Tensor::full({3}, 7.0);
+  EXPECT_THROW(
+      batch_norm_forward_train_out(f.x, f.w, Tensor::ones({2}), f.rm, f.rv, 0.1, 1e-5, y, sm, si),
+      ValueError);
+  for (double v : y.to_vector()) EXPECT_EQ(v, 7.0);
+  EXPECT_EQ(sm.to_vector(), std::vector<double>(3, 7.0));
+  EXPECT_EQ(f.rm.to_vector(), std::vector<double>(3, 0.25));
+  EXPECT_EQ(f.rv.to_vector(), std::vector<double>(3, 2.0));
+}
+
+TEST(BatchNormBadInput, NonFiniteDataPropagatesByDefault) {
+  Fixture f;
+  Tensor x = f.x.clone();
+  x.set_item({1, 2, 0, 1}, NAN);
+  auto r = batch_norm_forward_train(x, f.w, f.b, f.rm, f.rv);
+  EXPECT_TRUE(std::isnan(r.y.item({0, 2, 0, 0})));  // channel 2 is NaN, as in PyTorch
+  EXPECT_FALSE(std::isnan(r.y.item({0, 1, 0, 0})));
+  EXPECT_TRUE(std::isnan(f.rm.item({2})));
+}
+
+TEST(BatchNormBadInput, NonFiniteDataThrowsUnderThePolicy) {
+  Fixture f;
+  set_nonfinite_policy(NonFinitePolicy::kThrow);
+  Tensor x = f.x.clone();
+  x.set_item({1, 1, 0, 1}, INFINITY);
+  Tensor y = Tensor::full(x.shape(), 7.0), sm = Tensor::empty({3}), si = Tensor::empty({3});
+  expect_error([&] { batch_norm_forward_train_out(x, f.w, f.b, f.rm, f.rv, 0.1, 1e-5, y, sm, si); },
+               "x has NaN or Inf in channel 1");
+  for (double v : y.to_vector()) EXPECT_EQ(v, 7.0);
+  EXPECT_EQ(f.rm.to_vector(), std::vector<double>(3, 0.25));
+  Tensor dy = Tensor::ones(f.x.shape());
+  dy.set_item({0, 0, 0, 0}, NAN);
+  auto r = batch_norm_forward_train(f.x, f.w, f.b, Tensor(), Tensor());
+  expect_error(
+      [&] {
+        batch_norm_backward(dy, f.x, f.w, Tensor(), Tensor(), r.save_mean, r.save_invstd, true);
+      },
+      "dy or x has NaN or Inf in channel 0");
+  Tensor bad_rv = f.rv.clone();
+  bad_rv.set_item({2}, NAN);
+  expect_error([&] { batch_norm_forward_infer(f.x, f.w, f.b, f.rm, bad_rv); },
+               "running_mean/running_var has NaN or Inf in channel 2");
+  set_nonfinite_policy(NonFinitePolicy::kPropagate);
+}
+
+}  // namespace
+}  // namespace bnorm

@@ -1,0 +1,76 @@
+// Bit-identical results for 1, 2, 3 and 8 threads and for contiguous vs channels-last input:
+// forward (y, save_mean, save_invstd, running stats) and backward (dx, dweight, dbias).
+// Shapes cover several row blocks, rows cut into segments (HW > 4096) and C not a multiple of 64.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "bnorm/bnorm.h"
+#include "support/compare.h"
+#include "support/fills.h"
+
+namespace bnorm::test {
+namespace {
+
+struct Outputs {
+  std::vector<std::vector<double>> all;
+};
+
+Outputs run(const Shape& shape, DType dt, MemoryFormat fmt, int threads) {
+  set_num_threads(threads);
+  const int64_t C = shape[1];
+  const std::size_t count = static_cast<std::size_t>(shape[0] * C * spatial_size(shape));
+  Tensor x = make_tensor(shape, randn(count, 21, 5.0, 3.0), dt, fmt);
+  Tensor dy = make_tensor(shape, randn(count, 22), dt, fmt);
+  Tensor w = make_tensor({C}, randn(C, 23, 1.0, 0.2), dt);
+  Tensor b = make_tensor({C}, randn(C, 24), dt);
+  Tensor rm = Tensor::zeros({C}, dt), rv = Tensor::ones({C}, dt);
+  BatchNormForwardResult f = batch_norm_forward_train(x, w, b, rm, rv, 0.1, 1e-5);
+  BatchNormBackwardResult g =
+      batch_norm_backward(dy, x, w, rm, rv, f.save_mean, f.save_invstd, true, 1e-5);
+  Tensor ye = batch_norm_forward_infer(x, w, b, rm, rv, 1e-5);
+  return {{f.y.to_vector(), f.save_mean.to_vector(), f.save_invstd.to_vector(), rm.to_vector(),
+           rv.to_vector(), g.dx.to_vector(), g.dweight.to_vector(), g.dbias.to_vector(),
+           ye.to_vector()}};
+}
+
+void expect_identical(const Outputs& a, const Outputs& b, const std::string& what) {
+  const char* names[] = {"y",  "save_mean", "save_invstd", "running_mean", "running_var",
+                         "dx", "dweight",   "dbias",       "y_eval"};
+  for (std::size_t i = 0; i < a.all.size(); ++i) {
+    EXPECT_TRUE(bit_identical(a.all[i], b.all[i]))
+        << what << ": " << names[i] << " differs (max |diff| " << max_abs_diff(a.all[i], b.all[i])
+        << ")";
+  }
+}
+
+TEST(BatchNormDeterminism, SameBitsForAnyThreadCountAndLayout) {
+  const Shape shapes[] = {{64, 5, 10, 10}, {2, 3, 70, 70}, {33, 130, 3, 5}, {3, 7, 2, 3, 50}};
+  for (const Shape& shape : shapes) {
+    for (DType dt : {DType::kFloat32, DType::kFloat64}) {
+      const Outputs base = run(shape, dt, MemoryFormat::kContiguous, 1);
+      for (int threads : {1, 2, 3, 8}) {
+        for (MemoryFormat fmt : {MemoryFormat::kContiguous, MemoryFormat::kChannelsLast}) {
+          expect_identical(base, run(shape, dt, fmt, threads),
+                           shape_str(shape) + " " + dtype_name(dt) + " " + memory_format_name(fmt) +
+                               " threads=" + std::to_string(threads));
+        }
+      }
+    }
+  }
+  set_num_threads(2);
+}
+
+TEST(BatchNormDeterminism, TwoDimensionalInputForAnyThreadCount) {
+  for (const Shape& shape : {Shape{5000, 3}, Shape{300, 130}, Shape{9000, 70}}) {
+    const Outputs base = run(shape, DType::kFloat32, MemoryFormat::kContiguous, 1);
+    for (int threads : {2, 3, 8}) {
+      expect_identical(base, run(shape, DType::kFloat32, MemoryFormat::kContiguous, threads),
+                       shape_str(shape) + " threads=" + std::to_string(threads));
+    }
+  }
+  set_num_threads(2);
+}
+
+}  // namespace
+}  // namespace bnorm::test

@@ -1,0 +1,108 @@
+// Every registry entry vs the reference kernels: every layout, both dtypes, C=1, HW=1, sizes that
+// are not multiples of a vector width, and a block-boundary-crossing HW. Adding an implementation
+// to the registry adds it here without edits.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "kernels/batch_norm_impls.h"
+#include "support/compare.h"
+#include "support/fills.h"
+
+namespace bnorm::kernels {
+namespace {
+
+struct Case {
+  int64_t n, c, hw;
+};
+
+const Case kCases[] = {{2, 1, 1},  {7, 3, 1},   {1, 5, 9},    {3, 1, 17},   {4, 13, 31},
+                       {2, 70, 5}, {5, 2, 257}, {2, 3, 4097}, {1, 2, 9000}, {33, 129, 3}};
+
+// Stores logical-order `v` into the problem's layout.
+template <typename T>
+std::vector<T> to_layout(const BatchNormProblem& p, const std::vector<double>& v) {
+  std::vector<T> out(v.size());
+  for (int64_t n = 0; n < p.n; ++n)
+    for (int64_t c = 0; c < p.c; ++c)
+      for (int64_t s = 0; s < p.hw; ++s) {
+        const int64_t li = (n * p.c + c) * p.hw + s;
+        const int64_t mi = p.layout == Layout::kNCHW ? li : (n * p.hw + s) * p.c + c;
+        out[mi] = static_cast<T>(v[li]);
+      }
+  return out;
+}
+
+template <typename T>
+void check_impl(const BatchNormImpl& impl, const BatchNormProblem& p, uint64_t seed) {
+  SCOPED_TRACE(std::string(impl.name) + " " + problem_str(p));
+  const std::size_t count = static_cast<std::size_t>(p.n * p.c * p.hw);
+  const std::vector<T> x = to_layout<T>(p, test::randn(count, seed, 3.0, 2.0));
+  const std::vector<T> dy = to_layout<T>(p, test::randn(count, seed + 1));
+  const std::size_t C = static_cast<std::size_t>(p.c);
+  std::vector<double> mean(C), var(C), rmean(C), rvar(C);
+  impl.stats(p, x.data(), mean.data(), var.data());
+  reference::stats(p, x.data(), rmean.data(), rvar.data());
+  const double tol = 1e-13;
+  EXPECT_TRUE(test::all_close(mean, rmean, tol, tol));
+  EXPECT_TRUE(test::all_close(var, rvar, tol, tol));
+
+  std::vector<double> scale = test::randn(C, seed + 2), shift = test::randn(C, seed + 3);
+  std::vector<T> y(count), ry(count);
+  impl.normalize(p, x.data(), rmean.data(), scale.data(), shift.data(), y.data());
+  reference::normalize(p, x.data(), rmean.data(), scale.data(), shift.data(), ry.data());
+  const double out_tol = sizeof(T) == 4 ? 1e-6 : 1e-13;
+  EXPECT_TRUE(test::all_close(std::vector<double>(y.begin(), y.end()),
+                              std::vector<double>(ry.begin(), ry.end()), out_tol, out_tol));
+
+  std::vector<double> s0(C), s1(C), rs0(C), rs1(C);
+  impl.backward_reduce(p, x.data(), dy.data(), rmean.data(), s0.data(), s1.data());
+  reference::backward_reduce(p, x.data(), dy.data(), rmean.data(), rs0.data(), rs1.data());
+  const double red_tol = 1e-12 * std::sqrt(static_cast<double>(p.n * p.hw));
+  EXPECT_TRUE(test::all_close(s0, rs0, red_tol, 1e-12));
+  EXPECT_TRUE(test::all_close(s1, rs1, red_tol, 1e-12));
+
+  std::vector<double> k3 = test::randn(C, seed + 4);
+  std::vector<T> dx(count), rdx(count);
+  impl.backward_dx(p, x.data(), dy.data(), rmean.data(), scale.data(), shift.data(), k3.data(),
+                   dx.data());
+  reference::backward_dx(p, x.data(), dy.data(), rmean.data(), scale.data(), shift.data(),
+                         k3.data(), rdx.data());
+  EXPECT_TRUE(test::all_close(std::vector<double>(dx.begin(), dx.end()),
+                              std::vector<double>(rdx.begin(), rdx.end()), out_tol, out_tol));
+  // In place: dx written over dy.
+  std::vector<T> inplace = dy;
+  impl.backward_dx(p, x.data(), inplace.data(), rmean.data(), scale.data(), shift.data(), k3.data(),
+                   inplace.data());
+  EXPECT_EQ(inplace, dx);
+}
+
+TEST(BatchNormImpls, RegistryEndsWithReference) {
+  auto impls = batch_norm_impls();
+  ASSERT_GE(impls.size(), 2u);
+  EXPECT_STREQ(impls.back().name, "ref");
+}
+
+TEST(BatchNormImpls, EveryImplementationMatchesTheReference) {
+  uint64_t seed = 1;
+  for (const BatchNormImpl& impl : batch_norm_impls()) {
+    for (const Case& k : kCases) {
+      for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
+        for (DType dt : {DType::kFloat32, DType::kFloat64}) {
+          BatchNormProblem p{k.n, k.c, k.hw, layout, dt};
+          if (!impl.supports(p).empty()) continue;
+          if (dt == DType::kFloat32) {
+            check_impl<float>(impl, p, ++seed);
+          } else {
+            check_impl<double>(impl, p, ++seed);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace bnorm::kernels
