@@ -131,6 +131,11 @@ std::vector<std::pair<std::string, Tensor*>> BatchNorm::named_buffers() {
   return {{"running_mean", &running_mean_}, {"running_var", &running_var_}};
 }
 
+std::vector<std::pair<std::string, int64_t*>> BatchNorm::named_int_buffers() {
+  if (!options_.track_running_stats) return {};
+  return {{"num_batches_tracked", &num_batches_tracked_}};
+}
+
 std::string BatchNorm::repr() const {
   return fmt::format(
       "{}({}, eps={}, momentum={}, affine={}, track_running_stats={})", name(), num_features_,

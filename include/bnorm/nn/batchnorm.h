@@ -40,6 +40,7 @@ class BatchNorm : public Module {
 
   std::vector<std::pair<std::string, Parameter*>> named_parameters() override;
   std::vector<std::pair<std::string, Tensor*>> named_buffers() override;
+  std::vector<std::pair<std::string, int64_t*>> named_int_buffers() override;
   std::string repr() const override;
 
   int64_t num_features() const { return num_features_; }

@@ -37,6 +37,8 @@ class Module {
   virtual std::vector<std::pair<std::string, Parameter*>> named_parameters() { return {}; }
   /// The buffers with PyTorch's names ("running_mean", "running_var").
   virtual std::vector<std::pair<std::string, Tensor*>> named_buffers() { return {}; }
+  /// Integer buffers ("num_batches_tracked"), saved as int64 in checkpoints.
+  virtual std::vector<std::pair<std::string, int64_t*>> named_int_buffers() { return {}; }
   /// Sets every parameter's grad to zero.
   void zero_grad();
   /// A one-line description, as PyTorch's repr: "BatchNorm2d(64, eps=1e-05, momentum=0.1, ...)".

@@ -1,0 +1,105 @@
+// MinMaxScaler and StandardScaler with scikit-learn's semantics (values from its documented
+// examples), partial_fit, constant features, NaN handling, inverse, errors.
+#include "bnorm/data/scaler.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "support/compare.h"
+
+namespace bnorm::data {
+namespace {
+
+Tensor mat(int64_t r, int64_t c, std::vector<double> v) { return Tensor::from_vector({r, c}, v); }
+
+TEST(Scaler, MinMaxMatchesScikitLearnExample) {
+  // sklearn docs: data [[-1, 2], [-0.5, 6], [0, 10], [1, 18]] → [[0, 0], [0.25, 0.25], [0.5, 0.5],
+  // [1, 1]].
+  MinMaxScaler s;
+  Tensor x = mat(4, 2, {-1, 2, -0.5, 6, 0, 10, 1, 18});
+  EXPECT_TRUE(test::all_close(s.fit_transform(x).to_vector(), {0, 0, 0.25, 0.25, 0.5, 0.5, 1, 1},
+                              1e-15, 0));
+  EXPECT_TRUE(test::all_close(s.transform(mat(1, 2, {2, 2})).to_vector(), {1.5, 0}, 1e-15, 0));
+  EXPECT_TRUE(
+      test::all_close(s.inverse_transform(s.transform(x)).to_vector(), x.to_vector(), 1e-14, 0));
+  MinMaxScaler r(-1, 1);
+  EXPECT_TRUE(
+      test::all_close(r.fit_transform(x).to_vector(), {-1, -1, -0.5, -0.5, 0, 0, 1, 1}, 1e-15, 0));
+}
+
+TEST(Scaler, StandardMatchesScikitLearnExample) {
+  // sklearn docs: [[0, 0], [0, 0], [1, 1], [1, 1]] → mean [0.5, 0.5], transform [[2, 2]] → [[3,
+  // 3]].
+  StandardScaler s;
+  s.fit(mat(4, 2, {0, 0, 0, 0, 1, 1, 1, 1}));
+  EXPECT_EQ(s.mean(), (std::vector<double>{0.5, 0.5}));
+  EXPECT_EQ(s.var(), (std::vector<double>{0.25, 0.25}));  // biased
+  EXPECT_TRUE(test::all_close(s.transform(mat(1, 2, {2, 2})).to_vector(), {3, 3}, 1e-15, 0));
+}
+
+TEST(Scaler, BikeFeaturesOfWildlyDifferentRanges) {
+  // Age 0–20 years and distance 0–300,000 km end up on the same scale.
+  Tensor x = mat(4, 2, {0, 0, 5, 60000, 10, 150000, 20, 300000});
+  MinMaxScaler mm;
+  const auto y = mm.fit_transform(x).to_vector();
+  EXPECT_TRUE(test::all_close(y, {0, 0, 0.25, 0.2, 0.5, 0.5, 1, 1}, 1e-15, 0));
+  StandardScaler z;
+  Tensor zt = z.fit_transform(x);
+  for (int64_t j = 0; j < 2; ++j) {
+    double m = 0, v = 0;
+    for (int64_t i = 0; i < 4; ++i) m += zt.item({i, j}) / 4;
+    for (int64_t i = 0; i < 4; ++i) v += (zt.item({i, j}) - m) * (zt.item({i, j}) - m) / 4;
+    EXPECT_NEAR(m, 0, 1e-12);
+    EXPECT_NEAR(v, 1, 1e-12);
+  }
+}
+
+TEST(Scaler, PartialFitEqualsFit) {
+  Tensor all = mat(6, 2, {1, 10, 2, 20, 3, 35, 4, 41, 5, 55, 9, 60});
+  StandardScaler a, b;
+  a.fit(all);
+  b.partial_fit(mat(2, 2, {1, 10, 2, 20})).partial_fit(mat(4, 2, {3, 35, 4, 41, 5, 55, 9, 60}));
+  EXPECT_TRUE(test::all_close(b.mean(), a.mean(), 1e-13, 1e-13));
+  EXPECT_TRUE(test::all_close(b.var(), a.var(), 1e-12, 1e-12));
+  MinMaxScaler c, d;
+  c.fit(all);
+  d.partial_fit(mat(3, 2, {1, 10, 2, 20, 3, 35})).partial_fit(mat(3, 2, {4, 41, 5, 55, 9, 60}));
+  EXPECT_EQ(c.data_min(), d.data_min());
+  EXPECT_EQ(c.data_max(), d.data_max());
+}
+
+TEST(Scaler, ConstantFeatureAndNaN) {
+  Tensor x = mat(3, 2, {7, 1, 7, NAN, 7, 3});
+  StandardScaler s;
+  Tensor y = s.fit_transform(x);
+  EXPECT_EQ(s.scale()[0], 1.0);  // constant → scale 1
+  EXPECT_EQ(y.item({0, 0}), 0.0);
+  EXPECT_EQ(s.mean()[1], 2.0);  // NaN ignored in fit
+  EXPECT_EQ(s.n_samples_seen()[1], 2);
+  EXPECT_TRUE(std::isnan(y.item({1, 1})));  // NaN kept in transform
+  MinMaxScaler m;
+  Tensor ym = m.fit_transform(x);
+  EXPECT_EQ(ym.item({0, 0}), 0.0);
+  EXPECT_TRUE(std::isnan(ym.item({1, 1})));
+  EXPECT_EQ(ym.item({2, 1}), 1.0);
+}
+
+TEST(Scaler, Errors) {
+  StandardScaler s;
+  EXPECT_THROW(s.transform(mat(1, 2, {1, 2})), ValueError);
+  s.fit(mat(2, 2, {1, 2, 3, 4}));
+  try {
+    s.transform(mat(1, 3, {1, 2, 3}));
+    FAIL();
+  } catch (const ValueError& e) {
+    EXPECT_NE(
+        std::string(e.what()).find("x has 3 features, but the scaler was fitted on 2 features"),
+        std::string::npos);
+  }
+  EXPECT_THROW(MinMaxScaler(1, 0), ValueError);
+  EXPECT_THROW(s.fit(Tensor::ones({4})), ValueError);
+}
+
+}  // namespace
+}  // namespace bnorm::data
