@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <memory>
@@ -87,6 +88,7 @@ TrainResult train_classifier(nn::Sequential& net, const data::ImageSet& train,
   int64_t loss_n = 0, epoch = 0, in_epoch = 0, train_correct = 0, train_seen = 0;
   if (probe) probe(0);
   double last_acc = 0;
+  double eval_seconds = 0;  // excluded from steps/s: a rate of training, not of evaluation
   for (int64_t step = 1; step <= cfg.steps; ++step) {
     if (in_epoch == loader.size()) {
       loader.start_epoch(++epoch);
@@ -115,12 +117,14 @@ TrainResult train_classifier(nn::Sequential& net, const data::ImageSet& train,
     }
     const bool eval_now = (cfg.eval_every > 0 && step % cfg.eval_every == 0) || step == cfg.steps;
     if (eval_now) {
+      const auto e0 = std::chrono::steady_clock::now();
       auto [acc, tl] = evaluate(net, test, cfg.eval_samples, as_images);
       r.curve.push_back({step, loss_acc / static_cast<double>(loss_n), acc, tl});
       last_acc = acc;
       loss_acc = 0;
       loss_n = 0;
       if (probe) probe(step);
+      eval_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count();
     }
     progress.update(step, fmt::format("loss {:.3f} test acc {:.3f}", loss, last_acc));
   }
@@ -131,7 +135,7 @@ TrainResult train_classifier(nn::Sequential& net, const data::ImageSet& train,
     r.final_test_acc = 0.1;
     return r;
   }
-  r.steps_per_second = static_cast<double>(cfg.steps) / secs;
+  r.steps_per_second = static_cast<double>(cfg.steps) / std::max(secs - eval_seconds, 1e-9);
   r.final_test_acc = r.curve.empty() ? 0 : r.curve.back().test_acc;
   r.final_test_loss = r.curve.empty() ? 0 : r.curve.back().test_loss;
   r.final_train_acc =
