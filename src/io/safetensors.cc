@@ -30,6 +30,8 @@ struct Parsed {
   std::vector<char> data;
 };
 
+const char* st_dtype(DType d) { return d == DType::kFloat32 ? "F32" : "F64"; }
+
 std::size_t element_size(const std::string& dtype) {
   if (dtype == "F32" || dtype == "I32") return 4;
   if (dtype == "F64" || dtype == "I64") return 8;
@@ -114,38 +116,79 @@ Parsed parse(const std::string& path, bool with_data) {
   return p;
 }
 
-const char* st_dtype(DType d) { return d == DType::kFloat32 ? "F32" : "F64"; }
-
 }  // namespace
 
-void save_safetensors(nn::Module& module, const std::string& path,
-                      const std::map<std::string, std::string>& metadata) {
+namespace {
+// Writes header + data for (name, dtype, shape, bytes) entries.
+struct RawEntry {
+  std::string name;
+  const char* dtype;
+  Shape shape;
+  const void* bytes;
+  std::size_t n;
+};
+
+void write_entries(const std::vector<RawEntry>& entries, const std::string& path,
+                   const std::map<std::string, std::string>& metadata) {
   nlohmann::json header = nlohmann::json::object();
   std::string data;
-  auto add = [&](const std::string& name, const char* dtype, const Shape& shape, const void* bytes,
-                 std::size_t n) {
-    header[name] = {
-        {"dtype", dtype}, {"shape", shape}, {"data_offsets", {data.size(), data.size() + n}}};
-    data.append(static_cast<const char*>(bytes), n);
-  };
-  for (auto& [name, p] : module.named_parameters()) {
-    Tensor c = p->value.is_contiguous() ? p->value : p->value.clone(MemoryFormat::kContiguous);
-    add(name, st_dtype(c.dtype()), c.shape(), c.raw_data(), c.nbytes());
+  for (const RawEntry& e : entries) {
+    header[e.name] = {
+        {"dtype", e.dtype}, {"shape", e.shape}, {"data_offsets", {data.size(), data.size() + e.n}}};
+    data.append(static_cast<const char*>(e.bytes), e.n);
   }
-  for (auto& [name, t] : module.named_buffers()) {
-    Tensor c = t->is_contiguous() ? *t : t->clone(MemoryFormat::kContiguous);
-    add(name, st_dtype(c.dtype()), c.shape(), c.raw_data(), c.nbytes());
-  }
-  for (auto& [name, v] : module.named_int_buffers()) add(name, "I64", {}, v, sizeof(int64_t));
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::string h = header.dump();
   while ((8 + h.size()) % 8 != 0) h += ' ';  // keep the data 8-byte aligned, as safetensors does
   std::string out(8, '\0');
-  uint64_t len = h.size();
+  const uint64_t len = h.size();
   for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((len >> (8 * i)) & 0xff);
   out += h;
   out += data;
   data::write_file_atomic(path, out);
+}
+}  // namespace
+
+void save_safetensors(const std::vector<std::pair<std::string, Tensor>>& tensors,
+                      const std::string& path, const std::map<std::string, std::string>& metadata) {
+  std::vector<Tensor> keep;
+  std::vector<RawEntry> entries;
+  for (const auto& [name, t] : tensors) {
+    keep.push_back(t.is_contiguous() ? t : t.clone(MemoryFormat::kContiguous));
+    entries.push_back(
+        {name, st_dtype(t.dtype()), t.shape(), keep.back().raw_data(), keep.back().nbytes()});
+  }
+  write_entries(entries, path, metadata);
+}
+
+std::vector<std::pair<std::string, Tensor>> load_safetensors_tensors(const std::string& path) {
+  Parsed p = parse(path, true);
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const auto& [name, e] : p.entries) {
+    if (e.dtype != "F32" && e.dtype != "F64") continue;
+    Tensor t = Tensor::empty(e.shape, e.dtype == "F32" ? DType::kFloat32 : DType::kFloat64);
+    std::memcpy(t.raw_data(), p.data.data() + e.begin, t.nbytes());
+    out.emplace_back(name, t);
+  }
+  return out;
+}
+
+void save_safetensors(nn::Module& module, const std::string& path,
+                      const std::map<std::string, std::string>& metadata) {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (auto& [name, p] : module.named_parameters()) tensors.emplace_back(name, p->value);
+  for (auto& [name, t] : module.named_buffers()) tensors.emplace_back(name, *t);
+  std::vector<Tensor> keep;
+  std::vector<RawEntry> entries;
+  keep.reserve(tensors.size());
+  for (const auto& [name, t] : tensors) {
+    keep.push_back(t.is_contiguous() ? t : t.clone(MemoryFormat::kContiguous));
+    entries.push_back(
+        {name, st_dtype(t.dtype()), t.shape(), keep.back().raw_data(), keep.back().nbytes()});
+  }
+  for (auto& [name, v] : module.named_int_buffers())
+    entries.push_back({name, "I64", {}, v, sizeof(int64_t)});
+  write_entries(entries, path, metadata);
 }
 
 void load_safetensors(nn::Module& module, const std::string& path) {

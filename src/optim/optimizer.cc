@@ -102,6 +102,71 @@ void Adam::step() {
   }
 }
 
+namespace {
+Tensor to_tensor(const std::vector<float>& v) {
+  return Tensor::from_vector<float>({static_cast<int64_t>(v.size())}, v);
+}
+// Finds `name` in `state` and copies it into `dst` (resized), checking its size.
+bool restore(const std::vector<std::pair<std::string, Tensor>>& state, const std::string& name,
+             int64_t size, std::vector<float>& dst) {
+  for (const auto& [n, t] : state) {
+    if (n != name) continue;
+    if (t.numel() != size || t.dtype() != DType::kFloat32) {
+      throw ValueError(fmt::format("load_state: '{}' must have {} float32 elements, got {}", name,
+                                   size, t.numel()));
+    }
+    dst.assign(t.data<float>(), t.data<float>() + size);
+    return true;
+  }
+  return false;
+}
+}  // namespace
+
+std::vector<std::pair<std::string, Tensor>> SGD::state() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (std::size_t i = 0; i < buffers_.size(); ++i)
+    if (!buffers_[i].empty())
+      out.emplace_back(fmt::format("momentum_buffer.{}", i), to_tensor(buffers_[i]));
+  return out;
+}
+
+void SGD::load_state(const std::vector<std::pair<std::string, Tensor>>& state) {
+  std::vector<std::vector<float>> b(params_.size());
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    if (!restore(state, fmt::format("momentum_buffer.{}", i), params_[i]->value.numel(), b[i]) &&
+        options_.momentum != 0 && !state.empty()) {
+      throw ValueError(fmt::format("SGD.load_state: missing momentum_buffer.{}", i));
+    }
+  }
+  buffers_ = std::move(b);
+}
+
+std::vector<std::pair<std::string, Tensor>> Adam::state() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  out.emplace_back("step", Tensor::full({1}, static_cast<double>(t_)));
+  for (std::size_t i = 0; i < m_.size(); ++i) {
+    out.emplace_back(fmt::format("exp_avg.{}", i), to_tensor(m_[i]));
+    out.emplace_back(fmt::format("exp_avg_sq.{}", i), to_tensor(v_[i]));
+  }
+  return out;
+}
+
+void Adam::load_state(const std::vector<std::pair<std::string, Tensor>>& state) {
+  std::vector<float> step;
+  if (!restore(state, "step", 1, step)) throw ValueError("Adam.load_state: missing step");
+  std::vector<std::vector<float>> m(m_.size()), v(v_.size());
+  for (std::size_t i = 0; i < m_.size(); ++i) {
+    const int64_t n = params_[i]->value.numel();
+    if (!restore(state, fmt::format("exp_avg.{}", i), n, m[i]) ||
+        !restore(state, fmt::format("exp_avg_sq.{}", i), n, v[i])) {
+      throw ValueError(fmt::format("Adam.load_state: missing exp_avg.{} or exp_avg_sq.{}", i, i));
+    }
+  }
+  t_ = static_cast<int64_t>(step[0]);
+  m_ = std::move(m);
+  v_ = std::move(v);
+}
+
 StepLR::StepLR(Optimizer& opt, int64_t step_size, double gamma)
     : opt_(opt), base_lr_(opt.lr()), step_size_(step_size), gamma_(gamma) {
   if (step_size < 1)

@@ -27,6 +27,7 @@ struct TrainArgs {
   std::string data_dir = data::kFashionMnistDir;
   std::string out = "out/train";
   int threads = 0;
+  std::string resume;
 };
 
 std::map<std::string, std::string> spec_metadata(const ModelSpec& s) {
@@ -64,7 +65,34 @@ void run_train(TrainArgs& a) {
   data::TrainTest d = data::load_fashion_mnist(a.data_dir);
   if (a.epochs > 0) a.cfg.steps = a.epochs * (d.train.images.size(0) / a.cfg.batch_size);
   manual_seed(a.init_seed);
+  if (!a.resume.empty()) {
+    const std::string ckpt = a.resume + "/model.safetensors";
+    const auto meta = io::read_safetensors_metadata(ckpt);
+    a.spec = spec_from_metadata(meta, ckpt);
+    a.cfg.start_step = std::stoll(meta.at("bnorm.steps"));
+    if (meta.count("bnorm.optimizer") && meta.at("bnorm.optimizer") != a.cfg.optimizer) {
+      throw ValueError(
+          fmt::format("--resume {}: the checkpoint was trained with --optimizer {}, got {}",
+                      a.resume, meta.at("bnorm.optimizer"), a.cfg.optimizer));
+    }
+    if (a.cfg.start_step >= a.cfg.steps) {
+      throw ValueError(
+          fmt::format("--resume {}: the checkpoint is at step {}; --steps must be larger, got {}",
+                      a.resume, a.cfg.start_step, a.cfg.steps));
+    }
+    const std::string opt_path = a.resume + "/optimizer.safetensors";
+    const auto opt_meta = io::read_safetensors_metadata(opt_path);
+    if (!opt_meta.count("bnorm.steps") || opt_meta.at("bnorm.steps") != meta.at("bnorm.steps")) {
+      throw IoError(
+          fmt::format("{}: its step does not match {} (an interrupted save?)", opt_path, ckpt));
+    }
+    a.cfg.optimizer_state = io::load_safetensors_tensors(opt_path);
+  }
   auto net = build_model(a.spec);
+  if (!a.resume.empty()) {
+    io::load_safetensors(*net, a.resume + "/model.safetensors");
+    fmt::print("resuming {} from step {}\n", a.resume, a.cfg.start_step);
+  }
   const bool images = a.spec.model == "cnn";
   fmt::print("model: {}\n{}\n", describe(a.spec), net->repr());
   fmt::print("optimizer {} lr {} momentum {} batch {} steps {} ({:.1f} epochs), threads {}\n",
@@ -82,6 +110,11 @@ void run_train(TrainArgs& a) {
   auto meta = spec_metadata(a.spec);
   meta["bnorm.steps"] = std::to_string(a.cfg.steps);
   meta["bnorm.test_acc"] = fmt::format("{}", r.final_test_acc);
+  meta["bnorm.optimizer"] = a.cfg.optimizer;
+  // Optimizer first: a crash between the two writes leaves a model whose optimizer file is newer,
+  // which --resume would detect by the step stored in both.
+  io::save_safetensors(r.optimizer_state, a.out + "/optimizer.safetensors",
+                       {{"bnorm.steps", std::to_string(a.cfg.steps)}});
   io::save_safetensors(*net, a.out + "/model.safetensors", meta);
   if (r.diverged) {
     fmt::print("DIVERGED at step {} (loss NaN/Inf or > 1e4): lower --lr or add BN\n",
@@ -129,6 +162,10 @@ void add_train_command(CLI::App& app) {
       ->capture_default_str();
   c->add_option("--out", a->out, "output directory")->capture_default_str();
   c->add_option("--threads", a->threads, "threads (default: all cores)");
+  c->add_option(
+      "--resume", a->resume,
+      "continue the run saved in this directory (model and optimizer state) up to --steps; "
+      "the result is identical to an uninterrupted run (without dropout)");
   c->callback([a] { run_train(*a); });
 }
 

@@ -75,9 +75,12 @@ TrainResult train_classifier(nn::Sequential& net, const data::ImageSet& train,
   } else {
     throw ValueError(fmt::format("--optimizer must be sgd or adam, got '{}'", cfg.optimizer));
   }
+  if (cfg.start_step > 0) opt->load_state(cfg.optimizer_state);
   std::unique_ptr<optim::CosineAnnealingLR> cosine;
-  if (cfg.schedule == "cosine")
+  if (cfg.schedule == "cosine") {
     cosine = std::make_unique<optim::CosineAnnealingLR>(*opt, cfg.steps);
+    for (int64_t i = 0; i < cfg.start_step; ++i) cosine->step();
+  }
   const double base_lr = cfg.lr;
 
   net.train();
@@ -85,11 +88,14 @@ TrainResult train_classifier(nn::Sequential& net, const data::ImageSet& train,
   Progress progress(cfg.label, cfg.steps, cfg.quiet);
   const auto t0 = std::chrono::steady_clock::now();
   double loss_acc = 0;
-  int64_t loss_n = 0, epoch = 0, in_epoch = 0, train_correct = 0, train_seen = 0;
-  if (probe) probe(0);
+  int64_t loss_n = 0, epoch = cfg.start_step / loader.size(),
+          in_epoch = cfg.start_step % loader.size();
+  int64_t train_correct = 0, train_seen = 0;
+  loader.start_epoch(epoch);
+  if (probe && cfg.start_step == 0) probe(0);
   double last_acc = 0;
   double eval_seconds = 0;  // excluded from steps/s: a rate of training, not of evaluation
-  for (int64_t step = 1; step <= cfg.steps; ++step) {
+  for (int64_t step = cfg.start_step + 1; step <= cfg.steps; ++step) {
     if (in_epoch == loader.size()) {
       loader.start_epoch(++epoch);
       in_epoch = 0;
@@ -130,12 +136,14 @@ TrainResult train_classifier(nn::Sequential& net, const data::ImageSet& train,
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.seconds = secs;
+  r.optimizer_state = opt->state();
   if (r.diverged) {
     progress.finish(fmt::format("DIVERGED at step {} (loss not finite or > 1e4)", r.diverged_at));
     r.final_test_acc = 0.1;
     return r;
   }
-  r.steps_per_second = static_cast<double>(cfg.steps) / std::max(secs - eval_seconds, 1e-9);
+  r.steps_per_second =
+      static_cast<double>(cfg.steps - cfg.start_step) / std::max(secs - eval_seconds, 1e-9);
   r.final_test_acc = r.curve.empty() ? 0 : r.curve.back().test_acc;
   r.final_test_loss = r.curve.empty() ? 0 : r.curve.back().test_loss;
   r.final_train_acc =

@@ -24,6 +24,10 @@ struct TrainConfig {
   int64_t eval_samples = 10000;  ///< test images per evaluation (the first ones)
   uint64_t seed = 1;             ///< batch order
   bool quiet = false;
+  /// Resume: the steps already done (the batch order continues where it stopped) and the
+  /// optimizer state saved with them.
+  int64_t start_step = 0;
+  std::vector<std::pair<std::string, Tensor>> optimizer_state;
   std::string label = "train";
 };
 
@@ -41,6 +45,7 @@ struct TrainResult {
   double final_test_acc = 0, final_test_loss = 0, final_train_acc = 0;
   double seconds = 0;
   double steps_per_second = 0;
+  std::vector<std::pair<std::string, Tensor>> optimizer_state;  ///< at the end, for checkpoints
 };
 
 /// Accuracy and mean loss of `net` (eval mode) on the first `limit` rows of `set`.

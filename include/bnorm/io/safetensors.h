@@ -6,6 +6,8 @@
 
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "bnorm/nn/module.h"
 
@@ -22,6 +24,14 @@ void save_safetensors(nn::Module& module, const std::string& path,
 /// IoError naming the file, the byte offset and the expectation for a truncated or corrupt file,
 /// and naming the key for a checkpoint of another architecture. Nothing is modified on error.
 void load_safetensors(nn::Module& module, const std::string& path);
+
+/// Saves named tensors (e.g. an optimizer's state) the same way, atomically.
+void save_safetensors(const std::vector<std::pair<std::string, Tensor>>& tensors,
+                      const std::string& path,
+                      const std::map<std::string, std::string>& metadata = {});
+
+/// Reads every F32/F64 tensor of a safetensors file, in file order. Throws IoError as above.
+std::vector<std::pair<std::string, Tensor>> load_safetensors_tensors(const std::string& path);
 
 /// Reads only the metadata of a safetensors file.
 std::map<std::string, std::string> read_safetensors_metadata(const std::string& path);

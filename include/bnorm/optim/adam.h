@@ -20,6 +20,8 @@ class Adam : public Optimizer {
   /// Throws ValueError for lr < 0 or betas outside [0, 1).
   Adam(std::vector<nn::Parameter*> params, double lr = 1e-3, AdamOptions options = {});
   void step() override;
+  std::vector<std::pair<std::string, Tensor>> state() const override;
+  void load_state(const std::vector<std::pair<std::string, Tensor>>& state) override;
 
  private:
   AdamOptions options_;

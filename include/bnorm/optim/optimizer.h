@@ -15,6 +15,11 @@ class Optimizer {
   virtual void step() = 0;
   /// Sets every grad to zero.
   void zero_grad();
+  /// The optimizer's internal state by name ("momentum_buffer.3", "exp_avg.0", "step"), as
+  /// float32 tensors, for checkpoints; an empty buffer (not yet created) is omitted.
+  virtual std::vector<std::pair<std::string, Tensor>> state() const = 0;
+  /// Restores what state() returned. Throws ValueError for a missing or mis-shaped entry.
+  virtual void load_state(const std::vector<std::pair<std::string, Tensor>>& state) = 0;
   double lr() const { return lr_; }
   void set_lr(double lr) { lr_ = lr; }
 

@@ -21,6 +21,8 @@ class SGD : public Optimizer {
   /// or with dampening.
   SGD(std::vector<nn::Parameter*> params, double lr, SGDOptions options = {});
   void step() override;
+  std::vector<std::pair<std::string, Tensor>> state() const override;
+  void load_state(const std::vector<std::pair<std::string, Tensor>>& state) override;
 
  private:
   SGDOptions options_;
