@@ -18,6 +18,8 @@ std::string supports_always(const BatchNormProblem&) { return ""; }
 
 // Fastest first, reference last.
 constexpr BatchNormImpl kImpls[] = {
+    {"cpu:hwy", supports_always, cpu_hwy::stats, cpu_hwy::normalize, cpu_hwy::backward_reduce,
+     cpu_hwy::backward_dx},
     {"cpu:blocked", supports_always, cpu_blocked::stats, cpu_blocked::normalize,
      cpu_blocked::backward_reduce, cpu_blocked::backward_dx},
     {"ref", supports_always, reference::stats, reference::normalize, reference::backward_reduce,
@@ -58,7 +60,11 @@ const BatchNormImpl& batch_norm_select(const BatchNormProblem& p) {
   for (const BatchNormImpl& impl : kImpls) {
     const std::string why = impl.supports(p);
     if (why.empty()) {
-      if (verbose()) std::fprintf(stderr, "bnorm: %s for %s\n", impl.name, problem_str(p).c_str());
+      if (verbose()) {
+        const bool hwy = std::strcmp(impl.name, "cpu:hwy") == 0;
+        std::fprintf(stderr, "bnorm: %s%s%s for %s\n", impl.name, hwy ? "/" : "",
+                     hwy ? cpu_hwy::target_name() : "", problem_str(p).c_str());
+      }
       return impl;
     }
     if (verbose()) std::fprintf(stderr, "bnorm: %s declines: %s\n", impl.name, why.c_str());

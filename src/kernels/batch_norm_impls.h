@@ -72,6 +72,18 @@ void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const
                  const double* k_dy, const double* k_xmu, const double* k_const, void* dx);
 }  // namespace reference
 
+namespace cpu_hwy {
+void stats(const BatchNormProblem& p, const void* x, double* mean, double* var);
+void normalize(const BatchNormProblem& p, const void* x, const double* mean, const double* scale,
+               const double* shift, void* y);
+void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
+                     double* sum_dy, double* sum_dy_xmu);
+void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
+                 const double* k_dy, const double* k_xmu, const double* k_const, void* dx);
+/// The instruction set HWY_DYNAMIC_DISPATCH picked on this machine ("AVX3", "AVX2", …).
+const char* target_name();
+}  // namespace cpu_hwy
+
 namespace cpu_blocked {
 void stats(const BatchNormProblem& p, const void* x, double* mean, double* var);
 void normalize(const BatchNormProblem& p, const void* x, const double* mean, const double* scale,

@@ -11,15 +11,20 @@ namespace bnorm::kernels {
 // A channel is the N×HW array x(n, s). It is cut into blocks that depend only on (N, HW):
 //   HW ≤ kBlockElems: blocks of R = kBlockElems / HW whole rows;
 //   HW > kBlockElems: each row cut into segments of kBlockElems positions (the last shorter).
-// Inside a block, element (n, s) goes to accumulator slot s mod 8; each slot adds its elements in
-// ascending (n, s) order, in double. A block's value is ((a0+a1)+(a2+a3))+((a4+a5)+(a6+a7));
+// Inside a block, element (n, s) goes to accumulator slot s mod 32; each slot adds its elements in
+// ascending (n, s) order, in double. A block's value is the pairwise sum of its 32 slots;
 // the channel's value is the pairwise sum of its blocks (split at nb/2, recursively).
-// Why it works for both layouts: NCHW streams a row s = s0, s0+1, … and keeps the 8 slots in
-// vector lanes; NHWC streams channels and keeps 8 slot rows of per-channel accumulators; both
+// Statistics use the same blocks: per block, a first sweep adds x − K (K = the block's first
+// element, (n0, s0)) to get the block mean, a second sweep over the same block — still in cache,
+// 16 KiB for NCHW — adds (x − mean)²; blocks merge with Chan's formula (merge_moments) in the
+// same pairwise tree. So x is read from memory once, yet every variance is a two-pass one.
+// Why it works for both layouts: NCHW streams a row s = s0, s0+1, … and keeps the 32 slots in
+// vector lanes (32 slots = 4 independent AVX-512 add chains, enough to hide the add latency);
+// NHWC streams channels and keeps 32 slot rows of per-channel accumulators; both
 // add exactly the same terms to each slot in the same order. Why it is accurate: each slot adds at
-// most kBlockElems/8 = 512 terms, then the tree adds log2(blocks) levels, so the rounding error is
-// about (512 + log2 nb)·2^-53 relative to Σ|terms| — 1e-13 even at 1e9 elements per channel.
-inline constexpr int64_t kSlots = 8;
+// most kBlockElems/32 = 128 terms, then the tree adds log2(blocks) levels, so the rounding error is
+// about (128 + 5 + log2 nb)·2^-53 relative to Σ|terms| — 1e-13 even at 1e9 elements per channel.
+inline constexpr int64_t kSlots = 32;
 inline constexpr int64_t kBlockElems = 4096;
 static_assert(kBlockElems % kSlots == 0, "segments must start at slot 0");
 
@@ -60,9 +65,22 @@ inline BlockPlan make_block_plan(int64_t n, int64_t hw) {
   return plan;
 }
 
-/// ((a0+a1)+(a2+a3))+((a4+a5)+(a6+a7)).
-inline double sum_slots(const double* a) {
-  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+
+/// Count, mean and sum of squared deviations of one block (or of a merge of blocks).
+struct BlockMoments {
+  double count, mean, m2;
+};
+
+/// Merges blocks v[0..count) pairwise (split at count/2) with Chan et al.'s update:
+/// n = na + nb, δ = mean_b − mean_a, mean = mean_a + δ·nb/n, m2 = m2_a + m2_b + δ²·na·nb/n.
+/// Equal means (a constant channel) merge to exactly that mean and m2 = 0.
+inline BlockMoments merge_moments(const BlockMoments* v, int64_t count) {
+  if (count == 1) return v[0];
+  const int64_t half = count / 2;
+  const BlockMoments a = merge_moments(v, half), b = merge_moments(v + half, count - half);
+  const double n = a.count + b.count;
+  const double delta = b.mean - a.mean;
+  return {n, a.mean + delta * (b.count / n), a.m2 + b.m2 + delta * delta * (a.count * b.count / n)};
 }
 
 /// Pairwise sum of v[0..count), split at count/2.
@@ -72,5 +90,8 @@ inline double sum_blocks(const double* v, int64_t count) {
   const int64_t half = count / 2;
   return sum_blocks(v, half) + sum_blocks(v + half, count - half);
 }
+
+/// The pairwise sum of the kSlots accumulators of a block.
+inline double sum_slots(const double* a) { return sum_blocks(a, kSlots); }
 
 }  // namespace bnorm::kernels

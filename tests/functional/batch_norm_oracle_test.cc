@@ -81,7 +81,7 @@ TEST(BatchNormOracle, ReferenceImplementation) { run_random_cases("ref"); }
 
 TEST(BatchNormOracle, ImplementationIsNamedAndSelectable) {
   Tensor x = Tensor::ones({4, 3});
-  EXPECT_STREQ(batch_norm_implementation_name(x), "cpu:blocked");
+  EXPECT_STREQ(batch_norm_implementation_name(x), "cpu:hwy");
   setenv("BNORM_IMPL", "ref", 1);
   EXPECT_STREQ(batch_norm_implementation_name(x), "ref");
   setenv("BNORM_IMPL", "no-such-impl", 1);
@@ -89,7 +89,7 @@ TEST(BatchNormOracle, ImplementationIsNamedAndSelectable) {
     batch_norm_implementation_name(x);
     FAIL();
   } catch (const ValueError& e) {
-    EXPECT_NE(std::string(e.what()).find("BNORM_IMPL must name one of cpu:blocked ref, got "
+    EXPECT_NE(std::string(e.what()).find("BNORM_IMPL must name one of cpu:hwy cpu:blocked ref, got "
                                          "no-such-impl"),
               std::string::npos)
         << e.what();

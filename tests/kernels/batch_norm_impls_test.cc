@@ -79,6 +79,55 @@ void check_impl(const BatchNormImpl& impl, const BatchNormProblem& p, uint64_t s
   EXPECT_EQ(inplace, dx);
 }
 
+// Every optimized implementation follows Note [Canonical reduction order] with the same
+// per-element operations, so it must give the same bits as "cpu:blocked", the portable one.
+template <typename T>
+void check_bit_identical(const BatchNormImpl& impl, const BatchNormImpl& base, const BatchNormProblem& p,
+                         uint64_t seed) {
+  SCOPED_TRACE(std::string(impl.name) + " vs " + base.name + " " + problem_str(p));
+  const std::size_t count = static_cast<std::size_t>(p.n * p.c * p.hw), C = static_cast<std::size_t>(p.c);
+  const std::vector<T> x = to_layout<T>(p, test::randn(count, seed, -2.0, 3.0));
+  const std::vector<T> dy = to_layout<T>(p, test::randn(count, seed + 1));
+  std::vector<double> m1(C), v1(C), m2(C), v2(C);
+  impl.stats(p, x.data(), m1.data(), v1.data());
+  base.stats(p, x.data(), m2.data(), v2.data());
+  EXPECT_TRUE(test::bit_identical(m1, m2));
+  EXPECT_TRUE(test::bit_identical(v1, v2));
+  const std::vector<double> sc = test::randn(C, seed + 2), sh = test::randn(C, seed + 3), k3 = test::randn(C, seed + 4);
+  std::vector<T> y1(count), y2(count);
+  impl.normalize(p, x.data(), m2.data(), sc.data(), sh.data(), y1.data());
+  base.normalize(p, x.data(), m2.data(), sc.data(), sh.data(), y2.data());
+  EXPECT_EQ(y1, y2);
+  std::vector<double> a0(C), a1(C), b0(C), b1(C);
+  impl.backward_reduce(p, x.data(), dy.data(), m2.data(), a0.data(), a1.data());
+  base.backward_reduce(p, x.data(), dy.data(), m2.data(), b0.data(), b1.data());
+  EXPECT_TRUE(test::bit_identical(a0, b0));
+  EXPECT_TRUE(test::bit_identical(a1, b1));
+  impl.backward_dx(p, x.data(), dy.data(), m2.data(), sc.data(), sh.data(), k3.data(), y1.data());
+  base.backward_dx(p, x.data(), dy.data(), m2.data(), sc.data(), sh.data(), k3.data(), y2.data());
+  EXPECT_EQ(y1, y2);
+}
+
+TEST(BatchNormImpls, OptimizedImplementationsAreBitIdenticalToBlocked) {
+  const BatchNormImpl* base = nullptr;
+  for (const BatchNormImpl& impl : batch_norm_impls())
+    if (std::string(impl.name) == "cpu:blocked") base = &impl;
+  ASSERT_NE(base, nullptr);
+  uint64_t seed = 500;
+  for (const BatchNormImpl& impl : batch_norm_impls()) {
+    const std::string name = impl.name;
+    if (name == "ref" || name == "cpu:blocked") continue;
+    for (const Case& k : kCases)
+      for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
+        BatchNormProblem p{k.n, k.c, k.hw, layout, DType::kFloat32};
+        if (!impl.supports(p).empty()) continue;
+        check_bit_identical<float>(impl, *base, p, ++seed);
+        p.dtype = DType::kFloat64;
+        check_bit_identical<double>(impl, *base, p, ++seed);
+      }
+  }
+}
+
 TEST(BatchNormImpls, RegistryEndsWithReference) {
   auto impls = batch_norm_impls();
   ASSERT_GE(impls.size(), 2u);

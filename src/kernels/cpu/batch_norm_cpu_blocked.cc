@@ -16,9 +16,9 @@ namespace bnorm::kernels::cpu_blocked {
 
 namespace {
 
-// Channels per NHWC work item: 64 doubles per slot and sum keep the accumulators (K·8·64·8 bytes
-// = 8 KiB for K = 2) in L1 while a row of x streams past.
-constexpr int64_t kChannelChunk = 64;
+// Channels per NHWC work item: a block of 4096 positions × 16 float channels is 256 KiB, so the
+// statistics' second sweep over it hits L2; 16 floats are one cache line per row.
+constexpr int64_t kChannelChunk = 16;
 // Elements per parallel_for chunk of the elementwise passes: ~128 KiB of float, enough to amortize
 // the scheduling, small enough that 2–16 threads all get work on a 1 MB tensor.
 constexpr int64_t kElementwiseGrain = 32768;
@@ -132,31 +132,83 @@ void elementwise(const BatchNormProblem& p, const T* x, const T* dy, T* out, G g
   }
 }
 
-// Two passes. The first sums x − K with K the channel's first element (the "shifted data"
-// algorithm): a constant channel then sums exact zeros and gets mean == K exactly, for any value
-// and dtype; and the sum's magnitude no longer grows with |mean|. K is element (0, c, 0) in both
-// layouts, so the result stays layout-independent.
+// Per block: mean by a shifted sum, then m2 over the same (cached) block; blocks merged by
+// merge_moments. See Note [Canonical reduction order].
 template <typename T>
 void stats_t(const BatchNormProblem& p, const T* x, double* mean, double* var) {
-  const double count = static_cast<double>(p.n * p.hw);
-  std::vector<double> shift(static_cast<std::size_t>(p.c));
-  for (int64_t c = 0; c < p.c; ++c) {
-    shift[c] = static_cast<double>(p.layout == Layout::kNCHW ? x[c * p.hw] : x[c]);
+  const BlockPlan plan = make_block_plan(p.n, p.hw);
+  const int64_t nb = plan.num_blocks;
+  std::vector<BlockMoments> blocks(static_cast<std::size_t>(p.c * nb));
+  if (p.layout == Layout::kNCHW) {
+    const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / plan.block_elems(p.hw));
+    parallel_for(0, p.c * nb, grain, [&](int64_t i0, int64_t i1) {
+      for (int64_t item = i0; item < i1; ++item) {
+        const int64_t c = item / nb, b = item % nb;
+        const BlockRange r = plan.range(b, p.hw);
+        const double k = static_cast<double>(x[(r.n0 * p.c + c) * p.hw + r.s0]);
+        double acc[kSlots] = {};
+        for (int64_t n = r.n0; n < r.n1; ++n) {
+          const T* row = x + (n * p.c + c) * p.hw;
+          for (int64_t s = r.s0; s < r.s1; ++s) acc[s & (kSlots - 1)] += static_cast<double>(row[s]) - k;
+        }
+        const double count = static_cast<double>((r.n1 - r.n0) * (r.s1 - r.s0));
+        const double m = k + sum_slots(acc) / count;
+        double sq[kSlots] = {};
+        for (int64_t n = r.n0; n < r.n1; ++n) {
+          const T* row = x + (n * p.c + c) * p.hw;
+          for (int64_t s = r.s0; s < r.s1; ++s) {
+            const double d = static_cast<double>(row[s]) - m;
+            sq[s & (kSlots - 1)] += d * d;
+          }
+        }
+        blocks[c * nb + b] = {count, m, sum_slots(sq)};
+      }
+    });
+  } else {
+    const int64_t chunks = (p.c + kChannelChunk - 1) / kChannelChunk;
+    parallel_for(0, nb * chunks, 1, [&](int64_t i0, int64_t i1) {
+      std::vector<double> acc(static_cast<std::size_t>(kSlots * kChannelChunk));
+      double k[kChannelChunk], m[kChannelChunk];
+      for (int64_t item = i0; item < i1; ++item) {
+        const int64_t b = item / chunks, c0 = (item % chunks) * kChannelChunk;
+        const int64_t cw = std::min(kChannelChunk, p.c - c0);
+        const BlockRange r = plan.range(b, p.hw);
+        for (int64_t i = 0; i < cw; ++i) k[i] = static_cast<double>(x[(r.n0 * p.hw + r.s0) * p.c + c0 + i]);
+        const double count = static_cast<double>((r.n1 - r.n0) * (r.s1 - r.s0));
+        for (int pass = 0; pass < 2; ++pass) {
+          std::fill(acc.begin(), acc.end(), 0.0);
+          for (int64_t n = r.n0; n < r.n1; ++n) {
+            for (int64_t s = r.s0; s < r.s1; ++s) {
+              const T* row = x + (n * p.hw + s) * p.c + c0;
+              double* a = acc.data() + (s & (kSlots - 1)) * kChannelChunk;
+              if (pass == 0) {
+                for (int64_t i = 0; i < cw; ++i) a[i] += static_cast<double>(row[i]) - k[i];
+              } else {
+                for (int64_t i = 0; i < cw; ++i) {
+                  const double d = static_cast<double>(row[i]) - m[i];
+                  a[i] += d * d;
+                }
+              }
+            }
+          }
+          for (int64_t i = 0; i < cw; ++i) {
+            double slots[kSlots];
+            for (int j = 0; j < kSlots; ++j) slots[j] = acc[j * kChannelChunk + i];
+            if (pass == 0) {
+              m[i] = k[i] + sum_slots(slots) / count;
+            } else {
+              blocks[(c0 + i) * nb + b] = {count, m[i], sum_slots(slots)};
+            }
+          }
+        }
+      }
+    });
   }
-  const double* k = shift.data();
-  channel_sums<1>(
-      p, x, static_cast<const T*>(nullptr),
-      [k](int64_t c, double xv, double, double* v) { v[0] = xv - k[c]; },
-      std::array<double*, 1>{mean});
-  for (int64_t c = 0; c < p.c; ++c) mean[c] = k[c] + mean[c] / count;
-  channel_sums<1>(
-      p, x, static_cast<const T*>(nullptr),
-      [mean](int64_t c, double xv, double, double* v) {
-        const double d = xv - mean[c];
-        v[0] = d * d;
-      },
-      std::array<double*, 1>{var});
-  for (int64_t c = 0; c < p.c; ++c) var[c] /= count;
+  for (int64_t c = 0; c < p.c; ++c) {
+    const BlockMoments all = merge_moments(blocks.data() + c * nb, nb);
+    mean[c] = all.mean;
+    var[c] = all.m2 / all.count;
+  }
 }
 
 template <typename T>

@@ -1,0 +1,385 @@
+// "cpu:hwy": the batch-norm kernels with Highway SIMD (compiled for every x86 target Highway
+// knows, chosen at run time with HWY_DYNAMIC_DISPATCH), threads through parallel_for. Same
+// blocks, slots and per-element operations as "cpu:blocked" (Note [Canonical reduction order]),
+// so its results are bit-identical to it, to itself across thread counts, and across layouts;
+// tests/kernels/batch_norm_impls_test.cc checks that. Per-element math is in double lanes:
+// x is promoted, y demoted, never fused multiply-add (its rounding would differ from the scalar
+// path). Variants: stats (one read of x: mean and m2 per cached block), normalize, backward
+// reduce (Σdy and Σdy·(x − mean) in one sweep), backward dx.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/cpu/batch_norm_hwy.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+// foreach_target must come first.
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "bnorm/parallel.h"
+#include "hwy/aligned_allocator.h"
+#include "hwy/highway.h"
+#include "kernels/batch_norm_impls.h"
+#include "kernels/reduction_order.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace bnorm::kernels::cpu_hwy {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// Up to 8 double lanes: 32 slots are then 4 vectors (AVX-512), 8 (AVX2) or 16 (SSE4).
+using DD = hn::CappedTag<double, 8>;
+using VD = hn::Vec<DD>;
+constexpr int64_t kLanes = static_cast<int64_t>(hn::MaxLanes(DD()));
+constexpr int64_t kGroups = kSlots / kLanes;
+static_assert(kSlots % kLanes == 0, "slots must fill whole vectors");
+
+// Channels per NHWC statistics work item: 16 floats are one cache line, and a block of 4096
+// positions × 16 channels (256 KiB) stays in L2 for the second sweep.
+constexpr int64_t kChannelChunk = 16;
+// Elements per elementwise chunk; see batch_norm_cpu_blocked.cc.
+constexpr int64_t kElementwiseGrain = 32768;
+
+HWY_INLINE VD load_d(DD dd, const float* p) {
+  const hn::Rebind<float, DD> df;
+  return hn::PromoteTo(dd, hn::LoadU(df, p));
+}
+HWY_INLINE VD load_d(DD dd, const double* p) { return hn::LoadU(dd, p); }
+HWY_INLINE void store_d(DD /*dd*/, VD v, float* p) {
+  const hn::Rebind<float, DD> df;
+  hn::StoreU(hn::DemoteTo(df, v), df, p);
+}
+HWY_INLINE void store_d(DD dd, VD v, double* p) { hn::StoreU(v, dd, p); }
+
+// ---- statistics ---------------------------------------------------------------------------
+
+// One NCHW block of channel c: sweep 1 adds x − k, sweep 2 adds (x − mean)², both in slot order.
+template <typename T>
+BlockMoments block_moments_nchw(const BatchNormProblem& p, const T* x, int64_t c,
+                                const BlockRange& r) {
+  const DD dd;
+  const double k = static_cast<double>(x[(r.n0 * p.c + c) * p.hw + r.s0]);
+  const double count = static_cast<double>((r.n1 - r.n0) * (r.s1 - r.s0));
+  HWY_ALIGN double slots[kSlots];
+  double m = 0;
+  for (int pass = 0; pass < 2; ++pass) {
+    const double shift = pass == 0 ? k : m;
+    const VD vshift = hn::Set(dd, shift);
+    std::fill(slots, slots + kSlots, 0.0);
+    for (int64_t n = r.n0; n < r.n1; ++n) {
+      const T* row = x + (n * p.c + c) * p.hw;
+      VD acc[kGroups];
+      for (int64_t g = 0; g < kGroups; ++g) acc[g] = hn::Load(dd, slots + g * kLanes);
+      int64_t s = r.s0;
+      for (; s + kSlots <= r.s1; s += kSlots) {
+        for (int64_t g = 0; g < kGroups; ++g) {
+          const VD d = hn::Sub(load_d(dd, row + s + g * kLanes), vshift);
+          acc[g] = hn::Add(acc[g], pass == 0 ? d : hn::Mul(d, d));
+        }
+      }
+      for (int64_t g = 0; g < kGroups; ++g) hn::Store(acc[g], dd, slots + g * kLanes);
+      for (; s < r.s1; ++s) {
+        const double d = static_cast<double>(row[s]) - shift;
+        slots[s & (kSlots - 1)] += pass == 0 ? d : d * d;
+      }
+    }
+    if (pass == 0) m = k + sum_slots(slots) / count;
+  }
+  return {count, m, sum_slots(slots)};
+}
+
+// One NHWC block for channels [c0, c0 + cw): 32 slot rows of per-channel accumulators.
+template <typename T>
+void block_moments_nhwc(const BatchNormProblem& p, const T* x, int64_t c0, int64_t cw,
+                        const BlockRange& r, double* acc, BlockMoments* out) {
+  const DD dd;
+  HWY_ALIGN double shift[kChannelChunk];
+  for (int64_t i = 0; i < cw; ++i) shift[i] = static_cast<double>(x[(r.n0 * p.hw + r.s0) * p.c + c0 + i]);
+  const double count = static_cast<double>((r.n1 - r.n0) * (r.s1 - r.s0));
+  const int64_t cv = cw / kLanes * kLanes;
+  for (int pass = 0; pass < 2; ++pass) {
+    std::fill(acc, acc + kSlots * kChannelChunk, 0.0);
+    for (int64_t n = r.n0; n < r.n1; ++n) {
+      for (int64_t s = r.s0; s < r.s1; ++s) {
+        const T* row = x + (n * p.hw + s) * p.c + c0;
+        double* a = acc + (s & (kSlots - 1)) * kChannelChunk;
+        for (int64_t i = 0; i < cv; i += kLanes) {
+          const VD d = hn::Sub(load_d(dd, row + i), hn::Load(dd, shift + i));
+          hn::Store(hn::Add(hn::Load(dd, a + i), pass == 0 ? d : hn::Mul(d, d)), dd, a + i);
+        }
+        for (int64_t i = cv; i < cw; ++i) {
+          const double d = static_cast<double>(row[i]) - shift[i];
+          a[i] += pass == 0 ? d : d * d;
+        }
+      }
+    }
+    for (int64_t i = 0; i < cw; ++i) {
+      double slots[kSlots];
+      for (int64_t j = 0; j < kSlots; ++j) slots[j] = acc[j * kChannelChunk + i];
+      if (pass == 0) {
+        shift[i] = shift[i] + sum_slots(slots) / count;  // the block mean, shift of sweep 2
+      } else {
+        out[i] = {count, shift[i], sum_slots(slots)};
+      }
+    }
+  }
+}
+
+template <typename T>
+void stats_t(const BatchNormProblem& p, const T* x, double* mean, double* var) {
+  const BlockPlan plan = make_block_plan(p.n, p.hw);
+  const int64_t nb = plan.num_blocks;
+  std::vector<BlockMoments> blocks(static_cast<std::size_t>(p.c * nb));
+  if (p.layout == Layout::kNCHW) {
+    const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / plan.block_elems(p.hw));
+    parallel_for(0, p.c * nb, grain, [&](int64_t i0, int64_t i1) {
+      for (int64_t item = i0; item < i1; ++item) {
+        const int64_t c = item / nb, b = item % nb;
+        blocks[c * nb + b] = block_moments_nchw(p, x, c, plan.range(b, p.hw));
+      }
+    });
+  } else {
+    const int64_t chunks = (p.c + kChannelChunk - 1) / kChannelChunk;
+    parallel_for(0, nb * chunks, 1, [&](int64_t i0, int64_t i1) {
+      auto acc = hwy::AllocateAligned<double>(kSlots * kChannelChunk);
+      BlockMoments out[kChannelChunk];
+      for (int64_t item = i0; item < i1; ++item) {
+        const int64_t b = item / chunks, c0 = (item % chunks) * kChannelChunk;
+        const int64_t cw = std::min(kChannelChunk, p.c - c0);
+        block_moments_nhwc(p, x, c0, cw, plan.range(b, p.hw), acc.get(), out);
+        for (int64_t i = 0; i < cw; ++i) blocks[(c0 + i) * nb + b] = out[i];
+      }
+    });
+  }
+  for (int64_t c = 0; c < p.c; ++c) {
+    const BlockMoments all = merge_moments(blocks.data() + c * nb, nb);
+    mean[c] = all.mean;
+    var[c] = all.m2 / all.count;
+  }
+}
+
+// ---- backward reduction: Σdy and Σdy·(x − mean), one sweep -------------------------------
+
+template <typename T>
+void backward_reduce_t(const BatchNormProblem& p, const T* x, const T* dy, const double* mean,
+                       double* sum_dy, double* sum_dy_xmu) {
+  const DD dd;
+  const BlockPlan plan = make_block_plan(p.n, p.hw);
+  const int64_t nb = plan.num_blocks;
+  std::vector<double> partial(static_cast<std::size_t>(p.c * nb * 2));
+  if (p.layout == Layout::kNCHW) {
+    const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / plan.block_elems(p.hw));
+    parallel_for(0, p.c * nb, grain, [&](int64_t i0, int64_t i1) {
+      HWY_ALIGN double s0[kSlots], s1[kSlots];
+      for (int64_t item = i0; item < i1; ++item) {
+        const int64_t c = item / nb, b = item % nb;
+        const BlockRange r = plan.range(b, p.hw);
+        const VD vm = hn::Set(dd, mean[c]);
+        std::fill(s0, s0 + kSlots, 0.0);
+        std::fill(s1, s1 + kSlots, 0.0);
+        for (int64_t n = r.n0; n < r.n1; ++n) {
+          const T* xr = x + (n * p.c + c) * p.hw;
+          const T* gr = dy + (n * p.c + c) * p.hw;
+          VD a0[kGroups], a1[kGroups];
+          for (int64_t g = 0; g < kGroups; ++g) {
+            a0[g] = hn::Load(dd, s0 + g * kLanes);
+            a1[g] = hn::Load(dd, s1 + g * kLanes);
+          }
+          int64_t s = r.s0;
+          for (; s + kSlots <= r.s1; s += kSlots) {
+            for (int64_t g = 0; g < kGroups; ++g) {
+              const VD gv = load_d(dd, gr + s + g * kLanes);
+              a0[g] = hn::Add(a0[g], gv);
+              a1[g] = hn::Add(a1[g], hn::Mul(gv, hn::Sub(load_d(dd, xr + s + g * kLanes), vm)));
+            }
+          }
+          for (int64_t g = 0; g < kGroups; ++g) {
+            hn::Store(a0[g], dd, s0 + g * kLanes);
+            hn::Store(a1[g], dd, s1 + g * kLanes);
+          }
+          for (; s < r.s1; ++s) {
+            const double gv = static_cast<double>(gr[s]);
+            s0[s & (kSlots - 1)] += gv;
+            s1[s & (kSlots - 1)] += gv * (static_cast<double>(xr[s]) - mean[c]);
+          }
+        }
+        partial[(c * nb + b) * 2] = sum_slots(s0);
+        partial[(c * nb + b) * 2 + 1] = sum_slots(s1);
+      }
+    });
+  } else {
+    constexpr int64_t kChunk = 64;  // 2 sums × 32 slots × 64 channels × 8 B = 32 KiB
+    const int64_t chunks = (p.c + kChunk - 1) / kChunk;
+    parallel_for(0, nb * chunks, 1, [&](int64_t i0, int64_t i1) {
+      auto acc = hwy::AllocateAligned<double>(2 * kSlots * kChunk);
+      for (int64_t item = i0; item < i1; ++item) {
+        const int64_t b = item / chunks, c0 = (item % chunks) * kChunk;
+        const int64_t cw = std::min(kChunk, p.c - c0), cv = cw / kLanes * kLanes;
+        const BlockRange r = plan.range(b, p.hw);
+        std::fill(acc.get(), acc.get() + 2 * kSlots * kChunk, 0.0);
+        for (int64_t n = r.n0; n < r.n1; ++n) {
+          for (int64_t s = r.s0; s < r.s1; ++s) {
+            const int64_t base = (n * p.hw + s) * p.c + c0;
+            double* a0 = acc.get() + (s & (kSlots - 1)) * kChunk;
+            double* a1 = a0 + kSlots * kChunk;
+            for (int64_t i = 0; i < cv; i += kLanes) {
+              const VD gv = load_d(dd, dy + base + i);
+              const VD d = hn::Sub(load_d(dd, x + base + i), hn::LoadU(dd, mean + c0 + i));
+              hn::Store(hn::Add(hn::Load(dd, a0 + i), gv), dd, a0 + i);
+              hn::Store(hn::Add(hn::Load(dd, a1 + i), hn::Mul(gv, d)), dd, a1 + i);
+            }
+            for (int64_t i = cv; i < cw; ++i) {
+              const double gv = static_cast<double>(dy[base + i]);
+              a0[i] += gv;
+              a1[i] += gv * (static_cast<double>(x[base + i]) - mean[c0 + i]);
+            }
+          }
+        }
+        for (int64_t i = 0; i < cw; ++i) {
+          for (int j = 0; j < 2; ++j) {
+            double slots[kSlots];
+            for (int64_t k = 0; k < kSlots; ++k) slots[k] = acc[(j * kSlots + k) * kChunk + i];
+            partial[((c0 + i) * nb + b) * 2 + j] = sum_slots(slots);
+          }
+        }
+      }
+    });
+  }
+  std::vector<double> v(static_cast<std::size_t>(nb));
+  for (int64_t c = 0; c < p.c; ++c) {
+    for (int j = 0; j < 2; ++j) {
+      for (int64_t b = 0; b < nb; ++b) v[b] = partial[(c * nb + b) * 2 + j];
+      (j == 0 ? sum_dy : sum_dy_xmu)[c] = sum_blocks(v.data(), nb);
+    }
+  }
+}
+
+// ---- elementwise: normalize and dx ----------------------------------------------------------
+
+// out = (a·g + b·(x − m)) + e per element, with g = dy (dx) or a = 0 path (normalize:
+// out = (x − m)·sc + sh). `Dx` selects the formula; both match the scalar kernels' association.
+template <bool Dx, typename T>
+void elementwise_t(const BatchNormProblem& p, const T* x, const T* dy, const double* m,
+                   const double* k1, const double* k2, const double* k3, T* out) {
+  const DD dd;
+  auto one = [&](double xv, double gv, int64_t c) {
+    return Dx ? k1[c] * gv + k2[c] * (xv - m[c]) + k3[c] : (xv - m[c]) * k1[c] + k2[c];
+  };
+  auto vec = [&](VD xv, VD gv, VD vm, VD v1, VD v2, VD v3) {
+    return Dx ? hn::Add(hn::Add(hn::Mul(v1, gv), hn::Mul(v2, hn::Sub(xv, vm))), v3)
+              : hn::Add(hn::Mul(hn::Sub(xv, vm), v1), v2);
+  };
+  if (p.layout == Layout::kNCHW) {
+    const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(p.hw, 1));
+    parallel_for(0, p.n * p.c, grain, [&](int64_t i0, int64_t i1) {
+      for (int64_t plane = i0; plane < i1; ++plane) {
+        const int64_t c = plane % p.c, base = plane * p.hw;
+        const VD vm = hn::Set(dd, m[c]), v1 = hn::Set(dd, k1[c]), v2 = hn::Set(dd, k2[c]);
+        const VD v3 = hn::Set(dd, Dx ? k3[c] : 0.0);
+        int64_t s = 0;
+        for (; s + kLanes <= p.hw; s += kLanes) {
+          const VD gv = Dx ? load_d(dd, dy + base + s) : hn::Zero(dd);
+          store_d(dd, vec(load_d(dd, x + base + s), gv, vm, v1, v2, v3), out + base + s);
+        }
+        for (; s < p.hw; ++s) {
+          out[base + s] = static_cast<T>(
+              one(static_cast<double>(x[base + s]), Dx ? static_cast<double>(dy[base + s]) : 0.0, c));
+        }
+      }
+    });
+  } else {
+    const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(p.c, 1));
+    parallel_for(0, p.n * p.hw, grain, [&](int64_t i0, int64_t i1) {
+      for (int64_t rw = i0; rw < i1; ++rw) {
+        const int64_t base = rw * p.c;
+        int64_t c = 0;
+        for (; c + kLanes <= p.c; c += kLanes) {
+          const VD gv = Dx ? load_d(dd, dy + base + c) : hn::Zero(dd);
+          const VD v3 = Dx ? hn::LoadU(dd, k3 + c) : hn::Zero(dd);
+          store_d(dd,
+                  vec(load_d(dd, x + base + c), gv, hn::LoadU(dd, m + c), hn::LoadU(dd, k1 + c),
+                      hn::LoadU(dd, k2 + c), v3),
+                  out + base + c);
+        }
+        for (; c < p.c; ++c) {
+          out[base + c] = static_cast<T>(
+              one(static_cast<double>(x[base + c]), Dx ? static_cast<double>(dy[base + c]) : 0.0, c));
+        }
+      }
+    });
+  }
+}
+
+void Stats(const BatchNormProblem& p, const void* x, double* mean, double* var) {
+  if (p.dtype == DType::kFloat32) {
+    stats_t(p, static_cast<const float*>(x), mean, var);
+  } else {
+    stats_t(p, static_cast<const double*>(x), mean, var);
+  }
+}
+
+void Normalize(const BatchNormProblem& p, const void* x, const double* mean, const double* scale,
+               const double* shift, void* y) {
+  if (p.dtype == DType::kFloat32) {
+    elementwise_t<false>(p, static_cast<const float*>(x), static_cast<const float*>(nullptr), mean,
+                         scale, shift, nullptr, static_cast<float*>(y));
+  } else {
+    elementwise_t<false>(p, static_cast<const double*>(x), static_cast<const double*>(nullptr), mean,
+                         scale, shift, nullptr, static_cast<double*>(y));
+  }
+}
+
+void BackwardReduce(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
+                    double* sum_dy, double* sum_dy_xmu) {
+  if (p.dtype == DType::kFloat32) {
+    backward_reduce_t(p, static_cast<const float*>(x), static_cast<const float*>(dy), mean, sum_dy,
+                      sum_dy_xmu);
+  } else {
+    backward_reduce_t(p, static_cast<const double*>(x), static_cast<const double*>(dy), mean, sum_dy,
+                      sum_dy_xmu);
+  }
+}
+
+void BackwardDx(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
+                const double* k_dy, const double* k_xmu, const double* k_const, void* dx) {
+  if (p.dtype == DType::kFloat32) {
+    elementwise_t<true>(p, static_cast<const float*>(x), static_cast<const float*>(dy), mean, k_dy,
+                        k_xmu, k_const, static_cast<float*>(dx));
+  } else {
+    elementwise_t<true>(p, static_cast<const double*>(x), static_cast<const double*>(dy), mean, k_dy,
+                        k_xmu, k_const, static_cast<double*>(dx));
+  }
+}
+
+const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
+
+}  // namespace HWY_NAMESPACE
+}  // namespace bnorm::kernels::cpu_hwy
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace bnorm::kernels::cpu_hwy {
+
+HWY_EXPORT(Stats);
+HWY_EXPORT(Normalize);
+HWY_EXPORT(BackwardReduce);
+HWY_EXPORT(BackwardDx);
+HWY_EXPORT(TargetName);
+
+void stats(const BatchNormProblem& p, const void* x, double* mean, double* var) {
+  HWY_DYNAMIC_DISPATCH(Stats)(p, x, mean, var);
+}
+void normalize(const BatchNormProblem& p, const void* x, const double* mean, const double* scale,
+               const double* shift, void* y) {
+  HWY_DYNAMIC_DISPATCH(Normalize)(p, x, mean, scale, shift, y);
+}
+void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
+                     double* sum_dy, double* sum_dy_xmu) {
+  HWY_DYNAMIC_DISPATCH(BackwardReduce)(p, x, dy, mean, sum_dy, sum_dy_xmu);
+}
+void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
+                 const double* k_dy, const double* k_xmu, const double* k_const, void* dx) {
+  HWY_DYNAMIC_DISPATCH(BackwardDx)(p, x, dy, mean, k_dy, k_xmu, k_const, dx);
+}
+const char* target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
+
+}  // namespace bnorm::kernels::cpu_hwy
+#endif  // HWY_ONCE
