@@ -11,7 +11,8 @@ namespace bnorm::kernels {
 // A channel is the N×HW array x(n, s). It is cut into blocks that depend only on (N, HW):
 //   HW ≤ kBlockElems: blocks of R = kBlockElems / HW whole rows;
 //   HW > kBlockElems: each row cut into segments of kBlockElems positions (the last shorter).
-// Inside a block, element (n, s) goes to accumulator slot s mod 32; each slot adds its elements in
+// Inside a block, element (n, s) goes to accumulator slot s mod 32 (the block-relative linear index
+// mod 32 when HW < 32, see slot_of); each slot adds its elements in
 // ascending (n, s) order, in double. A block's value is the pairwise sum of its 32 slots;
 // the channel's value is the pairwise sum of its blocks (split at nb/2, recursively).
 // Statistics use the same blocks: per block, a first sweep adds x − K (K = the block's first
@@ -27,6 +28,14 @@ namespace bnorm::kernels {
 inline constexpr int64_t kSlots = 32;
 inline constexpr int64_t kBlockElems = 4096;
 static_assert(kBlockElems % kSlots == 0, "segments must start at slot 0");
+
+/// The accumulator slot of element (n, s) of a block starting at row n0: s mod 32 for rows of at
+/// least 32 positions; for shorter rows (HW < 32, never cut into segments) the block-relative
+/// linear index (n − n0)·HW + s mod 32, so that 2-d input (HW = 1) still spreads over 32
+/// independent slots instead of one long dependency chain.
+inline int64_t slot_of(int64_t hw, int64_t n_rel, int64_t s) {
+  return hw >= kSlots ? (s & (kSlots - 1)) : ((n_rel * hw + s) & (kSlots - 1));
+}
 
 struct BlockRange {
   int64_t n0, n1, s0, s1;
@@ -65,7 +74,6 @@ inline BlockPlan make_block_plan(int64_t n, int64_t hw) {
   return plan;
 }
 
-
 /// Count, mean and sum of squared deviations of one block (or of a merge of blocks).
 struct BlockMoments {
   double count, mean, m2;
@@ -91,7 +99,17 @@ inline double sum_blocks(const double* v, int64_t count) {
   return sum_blocks(v, half) + sum_blocks(v + half, count - half);
 }
 
-/// The pairwise sum of the kSlots accumulators of a block.
-inline double sum_slots(const double* a) { return sum_blocks(a, kSlots); }
+/// The pairwise sum of the kSlots accumulators of a block: the same tree as sum_blocks(a, 32)
+/// (adjacent pairs, then pairs of pairs, …), written as levels so it inlines (it runs per block
+/// and channel).
+inline double sum_slots(const double* a) {
+  static_assert(kSlots == 32, "the unrolled tree below assumes 32 slots");
+  double t[16];
+  for (int i = 0; i < 16; ++i) t[i] = a[2 * i] + a[2 * i + 1];
+  for (int i = 0; i < 8; ++i) t[i] = t[2 * i] + t[2 * i + 1];
+  for (int i = 0; i < 4; ++i) t[i] = t[2 * i] + t[2 * i + 1];
+  for (int i = 0; i < 2; ++i) t[i] = t[2 * i] + t[2 * i + 1];
+  return t[0] + t[1];
+}
 
 }  // namespace bnorm::kernels

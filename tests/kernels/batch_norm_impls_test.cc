@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "hwy/targets.h"
 #include "kernels/batch_norm_impls.h"
 #include "support/compare.h"
 #include "support/fills.h"
@@ -126,6 +127,34 @@ TEST(BatchNormImpls, OptimizedImplementationsAreBitIdenticalToBlocked) {
         check_bit_identical<double>(impl, *base, p, ++seed);
       }
   }
+}
+
+// cpu:hwy on every instruction set this machine supports (SSE4, AVX2, AVX3, …), not only the one
+// dynamic dispatch picks: each must match cpu:blocked bit for bit.
+TEST(BatchNormImpls, HighwayKernelOnEverySupportedTarget) {
+  const BatchNormImpl* hwy_impl = nullptr;
+  const BatchNormImpl* base = nullptr;
+  for (const BatchNormImpl& impl : batch_norm_impls()) {
+    if (std::string(impl.name) == "cpu:hwy") hwy_impl = &impl;
+    if (std::string(impl.name) == "cpu:blocked") base = &impl;
+  }
+  ASSERT_NE(hwy_impl, nullptr);
+  int tested = 0;
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    SCOPED_TRACE(hwy::TargetName(target));
+    EXPECT_STREQ(cpu_hwy::target_name(), hwy::TargetName(target));
+    uint64_t seed = 900;
+    for (const Case& k : kCases) {
+      for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
+        check_bit_identical<float>(*hwy_impl, *base, {k.n, k.c, k.hw, layout, DType::kFloat32}, ++seed);
+        check_bit_identical<double>(*hwy_impl, *base, {k.n, k.c, k.hw, layout, DType::kFloat64}, ++seed);
+      }
+    }
+    ++tested;
+  }
+  hwy::SetSupportedTargetsForTest(0);
+  EXPECT_GE(tested, 1);
 }
 
 TEST(BatchNormImpls, RegistryEndsWithReference) {

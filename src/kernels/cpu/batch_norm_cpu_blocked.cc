@@ -53,7 +53,7 @@ void channel_sums(const BatchNormProblem& p, const T* x, const T* dy, F f,
           }
           for (; s < r.s1; ++s) {
             f(c, static_cast<double>(xr[s]), dyr ? static_cast<double>(dyr[s]) : 0.0, v);
-            for (int j = 0; j < K; ++j) acc[j][s & (kSlots - 1)] += v[j];
+            for (int j = 0; j < K; ++j) acc[j][slot_of(p.hw, n - r.n0, s)] += v[j];
           }
         }
         for (int j = 0; j < K; ++j) partial[(c * nb + b) * K + j] = sum_slots(acc[j]);
@@ -75,7 +75,7 @@ void channel_sums(const BatchNormProblem& p, const T* x, const T* dy, F f,
             const int64_t base = (n * p.hw + s) * p.c + c0;
             const T* xr = x + base;
             const T* dyr = dy ? dy + base : nullptr;
-            double* acc = acc_buf.data() + (s & (kSlots - 1)) * kChannelChunk;
+            double* acc = acc_buf.data() + (slot_of(p.hw, n - r.n0, s)) * kChannelChunk;
             for (int64_t i = 0; i < cw; ++i) {
               f(c0 + i, static_cast<double>(xr[i]), dyr ? static_cast<double>(dyr[i]) : 0.0, v);
               for (int j = 0; j < K; ++j) acc[j * kSlots * kChannelChunk + i] += v[j];
@@ -149,7 +149,8 @@ void stats_t(const BatchNormProblem& p, const T* x, double* mean, double* var) {
         double acc[kSlots] = {};
         for (int64_t n = r.n0; n < r.n1; ++n) {
           const T* row = x + (n * p.c + c) * p.hw;
-          for (int64_t s = r.s0; s < r.s1; ++s) acc[s & (kSlots - 1)] += static_cast<double>(row[s]) - k;
+          for (int64_t s = r.s0; s < r.s1; ++s)
+            acc[slot_of(p.hw, n - r.n0, s)] += static_cast<double>(row[s]) - k;
         }
         const double count = static_cast<double>((r.n1 - r.n0) * (r.s1 - r.s0));
         const double m = k + sum_slots(acc) / count;
@@ -158,7 +159,7 @@ void stats_t(const BatchNormProblem& p, const T* x, double* mean, double* var) {
           const T* row = x + (n * p.c + c) * p.hw;
           for (int64_t s = r.s0; s < r.s1; ++s) {
             const double d = static_cast<double>(row[s]) - m;
-            sq[s & (kSlots - 1)] += d * d;
+            sq[slot_of(p.hw, n - r.n0, s)] += d * d;
           }
         }
         blocks[c * nb + b] = {count, m, sum_slots(sq)};
@@ -173,14 +174,15 @@ void stats_t(const BatchNormProblem& p, const T* x, double* mean, double* var) {
         const int64_t b = item / chunks, c0 = (item % chunks) * kChannelChunk;
         const int64_t cw = std::min(kChannelChunk, p.c - c0);
         const BlockRange r = plan.range(b, p.hw);
-        for (int64_t i = 0; i < cw; ++i) k[i] = static_cast<double>(x[(r.n0 * p.hw + r.s0) * p.c + c0 + i]);
+        for (int64_t i = 0; i < cw; ++i)
+          k[i] = static_cast<double>(x[(r.n0 * p.hw + r.s0) * p.c + c0 + i]);
         const double count = static_cast<double>((r.n1 - r.n0) * (r.s1 - r.s0));
         for (int pass = 0; pass < 2; ++pass) {
           std::fill(acc.begin(), acc.end(), 0.0);
           for (int64_t n = r.n0; n < r.n1; ++n) {
             for (int64_t s = r.s0; s < r.s1; ++s) {
               const T* row = x + (n * p.hw + s) * p.c + c0;
-              double* a = acc.data() + (s & (kSlots - 1)) * kChannelChunk;
+              double* a = acc.data() + (slot_of(p.hw, n - r.n0, s)) * kChannelChunk;
               if (pass == 0) {
                 for (int64_t i = 0; i < cw; ++i) a[i] += static_cast<double>(row[i]) - k[i];
               } else {

@@ -32,9 +32,16 @@ constexpr int64_t kLanes = static_cast<int64_t>(hn::MaxLanes(DD()));
 constexpr int64_t kGroups = kSlots / kLanes;
 static_assert(kSlots % kLanes == 0, "slots must fill whole vectors");
 
-// Channels per NHWC statistics work item: 16 floats are one cache line, and a block of 4096
-// positions × 16 channels (256 KiB) stays in L2 for the second sweep.
-constexpr int64_t kChannelChunk = 16;
+// Channels per NHWC statistics work item: as many as keep one block (block positions × chunk
+// channels) within 256 KiB, so the second sweep reads L2, between 16 (one cache line of floats;
+// 4096-position blocks) and kMaxChunk (short blocks, e.g. 2-d input with N = 256: fewer, longer
+// inner loops). The chunking does not change any result: each channel's order is fixed.
+constexpr int64_t kMaxChunk = 64;
+int64_t nhwc_chunk(int64_t block_elems, std::size_t elem_size) {
+  const int64_t fit =
+      (int64_t{256} << 10) / std::max<int64_t>(1, block_elems * static_cast<int64_t>(elem_size));
+  return std::clamp<int64_t>(fit / 16 * 16, 16, kMaxChunk);
+}
 // Elements per elementwise chunk; see batch_norm_cpu_blocked.cc.
 constexpr int64_t kElementwiseGrain = 32768;
 
@@ -78,7 +85,7 @@ BlockMoments block_moments_nchw(const BatchNormProblem& p, const T* x, int64_t c
       for (int64_t g = 0; g < kGroups; ++g) hn::Store(acc[g], dd, slots + g * kLanes);
       for (; s < r.s1; ++s) {
         const double d = static_cast<double>(row[s]) - shift;
-        slots[s & (kSlots - 1)] += pass == 0 ? d : d * d;
+        slots[slot_of(p.hw, n - r.n0, s)] += pass == 0 ? d : d * d;
       }
     }
     if (pass == 0) m = k + sum_slots(slots) / count;
@@ -86,40 +93,49 @@ BlockMoments block_moments_nchw(const BatchNormProblem& p, const T* x, int64_t c
   return {count, m, sum_slots(slots)};
 }
 
-// One NHWC block for channels [c0, c0 + cw): 32 slot rows of per-channel accumulators.
+// One sweep of an NHWC block over channels [0, cw) of `x` (already offset to the chunk): adds
+// x − shift (Square = false) or (x − shift)² into 32 slot rows of `acc` (stride kMaxChunk).
+template <bool Square, typename T>
+HWY_NOINLINE void nhwc_sweep(const T* HWY_RESTRICT x, int64_t c, int64_t hw, int64_t cw,
+                             const BlockRange r, const double* HWY_RESTRICT shift,
+                             double* HWY_RESTRICT acc) {
+  const DD dd;
+  const int64_t cv = cw / kLanes * kLanes;
+  std::fill(acc, acc + kSlots * kMaxChunk, 0.0);
+  for (int64_t n = r.n0; n < r.n1; ++n) {
+    for (int64_t s = r.s0; s < r.s1; ++s) {
+      const T* HWY_RESTRICT row = x + (n * hw + s) * c;
+      double* HWY_RESTRICT a = acc + slot_of(hw, n - r.n0, s) * kMaxChunk;
+      for (int64_t i = 0; i < cv; i += kLanes) {
+        const VD d = hn::Sub(load_d(dd, row + i), hn::Load(dd, shift + i));
+        hn::Store(hn::Add(hn::Load(dd, a + i), Square ? hn::Mul(d, d) : d), dd, a + i);
+      }
+      for (int64_t i = cv; i < cw; ++i) {
+        const double d = static_cast<double>(row[i]) - shift[i];
+        a[i] += Square ? d * d : d;
+      }
+    }
+  }
+}
+
+// One NHWC block for channels [c0, c0 + cw): sweep 1 for the block means, sweep 2 for m2.
 template <typename T>
 void block_moments_nhwc(const BatchNormProblem& p, const T* x, int64_t c0, int64_t cw,
                         const BlockRange& r, double* acc, BlockMoments* out) {
-  const DD dd;
-  HWY_ALIGN double shift[kChannelChunk];
-  for (int64_t i = 0; i < cw; ++i) shift[i] = static_cast<double>(x[(r.n0 * p.hw + r.s0) * p.c + c0 + i]);
+  HWY_ALIGN double shift[kMaxChunk] = {};
+  for (int64_t i = 0; i < cw; ++i)
+    shift[i] = static_cast<double>(x[(r.n0 * p.hw + r.s0) * p.c + c0 + i]);
   const double count = static_cast<double>((r.n1 - r.n0) * (r.s1 - r.s0));
-  const int64_t cv = cw / kLanes * kLanes;
-  for (int pass = 0; pass < 2; ++pass) {
-    std::fill(acc, acc + kSlots * kChannelChunk, 0.0);
-    for (int64_t n = r.n0; n < r.n1; ++n) {
-      for (int64_t s = r.s0; s < r.s1; ++s) {
-        const T* row = x + (n * p.hw + s) * p.c + c0;
-        double* a = acc + (s & (kSlots - 1)) * kChannelChunk;
-        for (int64_t i = 0; i < cv; i += kLanes) {
-          const VD d = hn::Sub(load_d(dd, row + i), hn::Load(dd, shift + i));
-          hn::Store(hn::Add(hn::Load(dd, a + i), pass == 0 ? d : hn::Mul(d, d)), dd, a + i);
-        }
-        for (int64_t i = cv; i < cw; ++i) {
-          const double d = static_cast<double>(row[i]) - shift[i];
-          a[i] += pass == 0 ? d : d * d;
-        }
-      }
-    }
-    for (int64_t i = 0; i < cw; ++i) {
-      double slots[kSlots];
-      for (int64_t j = 0; j < kSlots; ++j) slots[j] = acc[j * kChannelChunk + i];
-      if (pass == 0) {
-        shift[i] = shift[i] + sum_slots(slots) / count;  // the block mean, shift of sweep 2
-      } else {
-        out[i] = {count, shift[i], sum_slots(slots)};
-      }
-    }
+  double slots[kSlots];
+  nhwc_sweep<false>(x + c0, p.c, p.hw, cw, r, shift, acc);
+  for (int64_t i = 0; i < cw; ++i) {
+    for (int64_t j = 0; j < kSlots; ++j) slots[j] = acc[j * kMaxChunk + i];
+    shift[i] = shift[i] + sum_slots(slots) / count;  // the block mean, shift of sweep 2
+  }
+  nhwc_sweep<true>(x + c0, p.c, p.hw, cw, r, shift, acc);
+  for (int64_t i = 0; i < cw; ++i) {
+    for (int64_t j = 0; j < kSlots; ++j) slots[j] = acc[j * kMaxChunk + i];
+    out[i] = {count, shift[i], sum_slots(slots)};
   }
 }
 
@@ -137,13 +153,14 @@ void stats_t(const BatchNormProblem& p, const T* x, double* mean, double* var) {
       }
     });
   } else {
-    const int64_t chunks = (p.c + kChannelChunk - 1) / kChannelChunk;
+    const int64_t chunk = nhwc_chunk(plan.block_elems(p.hw), sizeof(T));
+    const int64_t chunks = (p.c + chunk - 1) / chunk;
     parallel_for(0, nb * chunks, 1, [&](int64_t i0, int64_t i1) {
-      auto acc = hwy::AllocateAligned<double>(kSlots * kChannelChunk);
-      BlockMoments out[kChannelChunk];
+      auto acc = hwy::AllocateAligned<double>(kSlots * kMaxChunk);
+      BlockMoments out[kMaxChunk];
       for (int64_t item = i0; item < i1; ++item) {
-        const int64_t b = item / chunks, c0 = (item % chunks) * kChannelChunk;
-        const int64_t cw = std::min(kChannelChunk, p.c - c0);
+        const int64_t b = item / chunks, c0 = (item % chunks) * chunk;
+        const int64_t cw = std::min(chunk, p.c - c0);
         block_moments_nhwc(p, x, c0, cw, plan.range(b, p.hw), acc.get(), out);
         for (int64_t i = 0; i < cw; ++i) blocks[(c0 + i) * nb + b] = out[i];
       }
@@ -197,8 +214,8 @@ void backward_reduce_t(const BatchNormProblem& p, const T* x, const T* dy, const
           }
           for (; s < r.s1; ++s) {
             const double gv = static_cast<double>(gr[s]);
-            s0[s & (kSlots - 1)] += gv;
-            s1[s & (kSlots - 1)] += gv * (static_cast<double>(xr[s]) - mean[c]);
+            s0[slot_of(p.hw, n - r.n0, s)] += gv;
+            s1[slot_of(p.hw, n - r.n0, s)] += gv * (static_cast<double>(xr[s]) - mean[c]);
           }
         }
         partial[(c * nb + b) * 2] = sum_slots(s0);
@@ -218,7 +235,7 @@ void backward_reduce_t(const BatchNormProblem& p, const T* x, const T* dy, const
         for (int64_t n = r.n0; n < r.n1; ++n) {
           for (int64_t s = r.s0; s < r.s1; ++s) {
             const int64_t base = (n * p.hw + s) * p.c + c0;
-            double* a0 = acc.get() + (s & (kSlots - 1)) * kChunk;
+            double* a0 = acc.get() + (slot_of(p.hw, n - r.n0, s)) * kChunk;
             double* a1 = a0 + kSlots * kChunk;
             for (int64_t i = 0; i < cv; i += kLanes) {
               const VD gv = load_d(dd, dy + base + i);
@@ -254,55 +271,64 @@ void backward_reduce_t(const BatchNormProblem& p, const T* x, const T* dy, const
 
 // ---- elementwise: normalize and dx ----------------------------------------------------------
 
-// out = (a·g + b·(x − m)) + e per element, with g = dy (dx) or a = 0 path (normalize:
-// out = (x − m)·sc + sh). `Dx` selects the formula; both match the scalar kernels' association.
+// One NCHW plane (HW elements of channel c) or one NHWC row (C elements): out = (x − m)·k1 + k2
+// (normalize) or out = (k1·g + k2·(x − m)) + k3 (dx), the scalar kernels' association. Pointers
+// come by value so the compiler keeps them in registers (captured by reference, it reloaded them
+// after every store: 3× slower).
+template <bool Dx, bool PerLane, typename T>
+HWY_INLINE void elementwise_run(const T* HWY_RESTRICT x, const T* HWY_RESTRICT dy,
+                                const double* HWY_RESTRICT m, const double* HWY_RESTRICT k1,
+                                const double* HWY_RESTRICT k2, const double* HWY_RESTRICT k3,
+                                T* HWY_RESTRICT out, int64_t len) {
+  const DD dd;
+  // PerLane: the coefficients vary along the run (NHWC); else they are one channel's (NCHW).
+  const VD bm = hn::Set(dd, PerLane ? 0.0 : m[0]), b1 = hn::Set(dd, PerLane ? 0.0 : k1[0]);
+  const VD b2 = hn::Set(dd, PerLane ? 0.0 : k2[0]), b3 = hn::Set(dd, PerLane || !Dx ? 0.0 : k3[0]);
+  int64_t i = 0;
+  for (; i + kLanes <= len; i += kLanes) {
+    const VD vm = PerLane ? hn::LoadU(dd, m + i) : bm;
+    const VD v1 = PerLane ? hn::LoadU(dd, k1 + i) : b1;
+    const VD v2 = PerLane ? hn::LoadU(dd, k2 + i) : b2;
+    const VD xv = load_d(dd, x + i);
+    VD r;
+    if constexpr (Dx) {
+      const VD v3 = PerLane ? hn::LoadU(dd, k3 + i) : b3;
+      r = hn::Add(hn::Add(hn::Mul(v1, load_d(dd, dy + i)), hn::Mul(v2, hn::Sub(xv, vm))), v3);
+    } else {
+      r = hn::Add(hn::Mul(hn::Sub(xv, vm), v1), v2);
+    }
+    store_d(dd, r, out + i);
+  }
+  for (; i < len; ++i) {
+    const int64_t c = PerLane ? i : 0;
+    const double xv = static_cast<double>(x[i]);
+    if constexpr (Dx) {
+      out[i] = static_cast<T>(k1[c] * static_cast<double>(dy[i]) + k2[c] * (xv - m[c]) + k3[c]);
+    } else {
+      out[i] = static_cast<T>((xv - m[c]) * k1[c] + k2[c]);
+    }
+  }
+}
+
 template <bool Dx, typename T>
 void elementwise_t(const BatchNormProblem& p, const T* x, const T* dy, const double* m,
                    const double* k1, const double* k2, const double* k3, T* out) {
-  const DD dd;
-  auto one = [&](double xv, double gv, int64_t c) {
-    return Dx ? k1[c] * gv + k2[c] * (xv - m[c]) + k3[c] : (xv - m[c]) * k1[c] + k2[c];
-  };
-  auto vec = [&](VD xv, VD gv, VD vm, VD v1, VD v2, VD v3) {
-    return Dx ? hn::Add(hn::Add(hn::Mul(v1, gv), hn::Mul(v2, hn::Sub(xv, vm))), v3)
-              : hn::Add(hn::Mul(hn::Sub(xv, vm), v1), v2);
-  };
+  const int64_t n = p.n, c = p.c, hw = p.hw;
   if (p.layout == Layout::kNCHW) {
-    const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(p.hw, 1));
-    parallel_for(0, p.n * p.c, grain, [&](int64_t i0, int64_t i1) {
+    const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(hw, 1));
+    parallel_for(0, n * c, grain, [=](int64_t i0, int64_t i1) {
       for (int64_t plane = i0; plane < i1; ++plane) {
-        const int64_t c = plane % p.c, base = plane * p.hw;
-        const VD vm = hn::Set(dd, m[c]), v1 = hn::Set(dd, k1[c]), v2 = hn::Set(dd, k2[c]);
-        const VD v3 = hn::Set(dd, Dx ? k3[c] : 0.0);
-        int64_t s = 0;
-        for (; s + kLanes <= p.hw; s += kLanes) {
-          const VD gv = Dx ? load_d(dd, dy + base + s) : hn::Zero(dd);
-          store_d(dd, vec(load_d(dd, x + base + s), gv, vm, v1, v2, v3), out + base + s);
-        }
-        for (; s < p.hw; ++s) {
-          out[base + s] = static_cast<T>(
-              one(static_cast<double>(x[base + s]), Dx ? static_cast<double>(dy[base + s]) : 0.0, c));
-        }
+        const int64_t ch = plane % c, base = plane * hw;
+        elementwise_run<Dx, false>(x + base, Dx ? dy + base : nullptr, m + ch, k1 + ch, k2 + ch,
+                                   Dx ? k3 + ch : nullptr, out + base, hw);
       }
     });
   } else {
-    const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(p.c, 1));
-    parallel_for(0, p.n * p.hw, grain, [&](int64_t i0, int64_t i1) {
+    const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(c, 1));
+    parallel_for(0, n * hw, grain, [=](int64_t i0, int64_t i1) {
       for (int64_t rw = i0; rw < i1; ++rw) {
-        const int64_t base = rw * p.c;
-        int64_t c = 0;
-        for (; c + kLanes <= p.c; c += kLanes) {
-          const VD gv = Dx ? load_d(dd, dy + base + c) : hn::Zero(dd);
-          const VD v3 = Dx ? hn::LoadU(dd, k3 + c) : hn::Zero(dd);
-          store_d(dd,
-                  vec(load_d(dd, x + base + c), gv, hn::LoadU(dd, m + c), hn::LoadU(dd, k1 + c),
-                      hn::LoadU(dd, k2 + c), v3),
-                  out + base + c);
-        }
-        for (; c < p.c; ++c) {
-          out[base + c] = static_cast<T>(
-              one(static_cast<double>(x[base + c]), Dx ? static_cast<double>(dy[base + c]) : 0.0, c));
-        }
+        const int64_t base = rw * c;
+        elementwise_run<Dx, true>(x + base, Dx ? dy + base : nullptr, m, k1, k2, k3, out + base, c);
       }
     });
   }
@@ -322,8 +348,8 @@ void Normalize(const BatchNormProblem& p, const void* x, const double* mean, con
     elementwise_t<false>(p, static_cast<const float*>(x), static_cast<const float*>(nullptr), mean,
                          scale, shift, nullptr, static_cast<float*>(y));
   } else {
-    elementwise_t<false>(p, static_cast<const double*>(x), static_cast<const double*>(nullptr), mean,
-                         scale, shift, nullptr, static_cast<double*>(y));
+    elementwise_t<false>(p, static_cast<const double*>(x), static_cast<const double*>(nullptr),
+                         mean, scale, shift, nullptr, static_cast<double*>(y));
   }
 }
 
@@ -333,8 +359,8 @@ void BackwardReduce(const BatchNormProblem& p, const void* x, const void* dy, co
     backward_reduce_t(p, static_cast<const float*>(x), static_cast<const float*>(dy), mean, sum_dy,
                       sum_dy_xmu);
   } else {
-    backward_reduce_t(p, static_cast<const double*>(x), static_cast<const double*>(dy), mean, sum_dy,
-                      sum_dy_xmu);
+    backward_reduce_t(p, static_cast<const double*>(x), static_cast<const double*>(dy), mean,
+                      sum_dy, sum_dy_xmu);
   }
 }
 
@@ -344,8 +370,8 @@ void BackwardDx(const BatchNormProblem& p, const void* x, const void* dy, const 
     elementwise_t<true>(p, static_cast<const float*>(x), static_cast<const float*>(dy), mean, k_dy,
                         k_xmu, k_const, static_cast<float*>(dx));
   } else {
-    elementwise_t<true>(p, static_cast<const double*>(x), static_cast<const double*>(dy), mean, k_dy,
-                        k_xmu, k_const, static_cast<double*>(dx));
+    elementwise_t<true>(p, static_cast<const double*>(x), static_cast<const double*>(dy), mean,
+                        k_dy, k_xmu, k_const, static_cast<double*>(dx));
   }
 }
 
