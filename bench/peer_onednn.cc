@@ -66,9 +66,12 @@ class OnednnRunner : public Runner {
       dnnl::batch_normalization_backward::desc bd(dnnl::prop_kind::backward, md, md, eps, flags);
       dnnl::batch_normalization_backward::primitive_desc bpd(bd, eng_, pd);
       bwd_ = dnnl::batch_normalization_backward(bpd);
+      // oneDNN 2.6's backward with use_shift also wants the shift (exec_arg_md lists it), though
+      // dx does not depend on it; without it execute() fails with "could not execute".
       bargs_ = {{DNNL_ARG_SRC, src_},
                 {DNNL_ARG_DIFF_DST, diff_dst_},
                 {DNNL_ARG_SCALE, scale_},
+                {DNNL_ARG_SHIFT, shift_},
                 {DNNL_ARG_MEAN, mean_},
                 {DNNL_ARG_VARIANCE, var_},
                 {DNNL_ARG_DIFF_SRC, diff_src_},

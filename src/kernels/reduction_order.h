@@ -9,24 +9,26 @@ namespace bnorm::kernels {
 
 // Note [Canonical reduction order]
 // A channel is the N×HW array x(n, s). It is cut into blocks that depend only on (N, HW):
-//   HW ≤ kBlockElems: blocks of R = kBlockElems / HW whole rows;
+//   HW ≤ kBlockElems (1024): blocks of R = kBlockElems / HW whole rows;
 //   HW > kBlockElems: each row cut into segments of kBlockElems positions (the last shorter).
+// 1024 positions keep an NHWC block of 64 float channels at 256 KiB (L2) and an NCHW block at
+// 4 KiB (L1) for the statistics' second sweep.
 // Inside a block, element (n, s) goes to accumulator slot s mod 32 (the block-relative linear index
 // mod 32 when HW < 32, see slot_of); each slot adds its elements in
 // ascending (n, s) order, in double. A block's value is the pairwise sum of its 32 slots;
 // the channel's value is the pairwise sum of its blocks (split at nb/2, recursively).
 // Statistics use the same blocks: per block, a first sweep adds x − K (K = the block's first
-// element, (n0, s0)) to get the block mean, a second sweep over the same block — still in cache,
-// 16 KiB for NCHW — adds (x − mean)²; blocks merge with Chan's formula (merge_moments) in the
+// element, (n0, s0)) to get the block mean, a second sweep over the same block — still in cache —
+// adds (x − mean)²; blocks merge with Chan's formula (merge_moments) in the
 // same pairwise tree. So x is read from memory once, yet every variance is a two-pass one.
 // Why it works for both layouts: NCHW streams a row s = s0, s0+1, … and keeps the 32 slots in
 // vector lanes (32 slots = 4 independent AVX-512 add chains, enough to hide the add latency);
 // NHWC streams channels and keeps 32 slot rows of per-channel accumulators; both
 // add exactly the same terms to each slot in the same order. Why it is accurate: each slot adds at
-// most kBlockElems/32 = 128 terms, then the tree adds log2(blocks) levels, so the rounding error is
-// about (128 + 5 + log2 nb)·2^-53 relative to Σ|terms| — 1e-13 even at 1e9 elements per channel.
+// most kBlockElems/32 = 32 terms, then the tree adds log2(blocks) levels, so the rounding error is
+// about (32 + 5 + log2 nb)·2^-53 relative to Σ|terms| — 1e-13 even at 1e9 elements per channel.
 inline constexpr int64_t kSlots = 32;
-inline constexpr int64_t kBlockElems = 4096;
+inline constexpr int64_t kBlockElems = 1024;
 static_assert(kBlockElems % kSlots == 0, "segments must start at slot 0");
 
 /// The accumulator slot of element (n, s) of a block starting at row n0: s mod 32 for rows of at

@@ -16,7 +16,7 @@ namespace bnorm::kernels::cpu_blocked {
 
 namespace {
 
-// Channels per NHWC work item: a block of 4096 positions × 16 float channels is 256 KiB, so the
+// Channels per NHWC work item: a block of 1024 positions × 16 float channels is 64 KiB, so the
 // statistics' second sweep over it hits L2; 16 floats are one cache line per row.
 constexpr int64_t kChannelChunk = 16;
 // Elements per parallel_for chunk of the elementwise passes: ~128 KiB of float, enough to amortize

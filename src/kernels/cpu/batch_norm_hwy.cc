@@ -16,6 +16,7 @@
 
 #include "bnorm/parallel.h"
 #include "hwy/aligned_allocator.h"
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "kernels/batch_norm_impls.h"
 #include "kernels/reduction_order.h"
@@ -34,7 +35,7 @@ static_assert(kSlots % kLanes == 0, "slots must fill whole vectors");
 
 // Channels per NHWC statistics work item: as many as keep one block (block positions × chunk
 // channels) within 256 KiB, so the second sweep reads L2, between 16 (one cache line of floats;
-// 4096-position blocks) and kMaxChunk (short blocks, e.g. 2-d input with N = 256: fewer, longer
+// long blocks) and kMaxChunk (short blocks, e.g. 2-d input with N = 256: fewer, longer
 // inner loops). The chunking does not change any result: each channel's order is fixed.
 constexpr int64_t kMaxChunk = 64;
 int64_t nhwc_chunk(int64_t block_elems, std::size_t elem_size) {
@@ -275,16 +276,31 @@ void backward_reduce_t(const BatchNormProblem& p, const T* x, const T* dy, const
 // (normalize) or out = (k1·g + k2·(x − m)) + k3 (dx), the scalar kernels' association. Pointers
 // come by value so the compiler keeps them in registers (captured by reference, it reloaded them
 // after every store: 3× slower).
-template <bool Dx, bool PerLane, typename T>
+template <bool Dx, bool PerLane, bool Stream, typename T>
 HWY_INLINE void elementwise_run(const T* HWY_RESTRICT x, const T* HWY_RESTRICT dy,
                                 const double* HWY_RESTRICT m, const double* HWY_RESTRICT k1,
                                 const double* HWY_RESTRICT k2, const double* HWY_RESTRICT k3,
                                 T* HWY_RESTRICT out, int64_t len) {
   const DD dd;
+  const hn::Rebind<T, DD> dt;
+  auto scalar = [&](int64_t i) {
+    const int64_t c = PerLane ? i : 0;
+    const double xv = static_cast<double>(x[i]);
+    if constexpr (Dx) {
+      out[i] = static_cast<T>(k1[c] * static_cast<double>(dy[i]) + k2[c] * (xv - m[c]) + k3[c]);
+    } else {
+      out[i] = static_cast<T>((xv - m[c]) * k1[c] + k2[c]);
+    }
+  };
   // PerLane: the coefficients vary along the run (NHWC); else they are one channel's (NCHW).
   const VD bm = hn::Set(dd, PerLane ? 0.0 : m[0]), b1 = hn::Set(dd, PerLane ? 0.0 : k1[0]);
   const VD b2 = hn::Set(dd, PerLane ? 0.0 : k2[0]), b3 = hn::Set(dd, PerLane || !Dx ? 0.0 : k3[0]);
   int64_t i = 0;
+  if constexpr (Stream) {
+    // Non-temporal stores need an aligned address: the first elements go the scalar way.
+    const uintptr_t align = sizeof(T) * static_cast<uintptr_t>(kLanes);
+    while (i < len && reinterpret_cast<uintptr_t>(out + i) % align != 0) scalar(i++);
+  }
   for (; i + kLanes <= len; i += kLanes) {
     const VD vm = PerLane ? hn::LoadU(dd, m + i) : bm;
     const VD v1 = PerLane ? hn::LoadU(dd, k1 + i) : b1;
@@ -297,40 +313,60 @@ HWY_INLINE void elementwise_run(const T* HWY_RESTRICT x, const T* HWY_RESTRICT d
     } else {
       r = hn::Add(hn::Mul(hn::Sub(xv, vm), v1), v2);
     }
-    store_d(dd, r, out + i);
-  }
-  for (; i < len; ++i) {
-    const int64_t c = PerLane ? i : 0;
-    const double xv = static_cast<double>(x[i]);
-    if constexpr (Dx) {
-      out[i] = static_cast<T>(k1[c] * static_cast<double>(dy[i]) + k2[c] * (xv - m[c]) + k3[c]);
+    if constexpr (Stream) {
+      if constexpr (sizeof(T) == 4) {
+        hn::Stream(hn::DemoteTo(dt, r), dt, out + i);
+      } else {
+        hn::Stream(r, dd, out + i);
+      }
     } else {
-      out[i] = static_cast<T>((xv - m[c]) * k1[c] + k2[c]);
+      store_d(dd, r, out + i);
     }
   }
+  for (; i < len; ++i) scalar(i);
 }
 
-template <bool Dx, typename T>
-void elementwise_t(const BatchNormProblem& p, const T* x, const T* dy, const double* m,
-                   const double* k1, const double* k2, const double* k3, T* out) {
+// Outputs at least this large bypass the caches with non-temporal stores: writing them through
+// the cache would first read every line (write-allocate), a third more traffic for normalize.
+constexpr std::size_t kStreamBytes = std::size_t{16} << 20;
+
+template <bool Dx, bool Stream, typename T>
+void elementwise_layout(const BatchNormProblem& p, const T* x, const T* dy, const double* m,
+                        const double* k1, const double* k2, const double* k3, T* out) {
   const int64_t n = p.n, c = p.c, hw = p.hw;
   if (p.layout == Layout::kNCHW) {
     const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(hw, 1));
     parallel_for(0, n * c, grain, [=](int64_t i0, int64_t i1) {
       for (int64_t plane = i0; plane < i1; ++plane) {
         const int64_t ch = plane % c, base = plane * hw;
-        elementwise_run<Dx, false>(x + base, Dx ? dy + base : nullptr, m + ch, k1 + ch, k2 + ch,
-                                   Dx ? k3 + ch : nullptr, out + base, hw);
+        elementwise_run<Dx, false, Stream>(x + base, Dx ? dy + base : nullptr, m + ch, k1 + ch,
+                                           k2 + ch, Dx ? k3 + ch : nullptr, out + base, hw);
       }
+      if (Stream) hwy::FlushStream();
     });
   } else {
     const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(c, 1));
     parallel_for(0, n * hw, grain, [=](int64_t i0, int64_t i1) {
       for (int64_t rw = i0; rw < i1; ++rw) {
         const int64_t base = rw * c;
-        elementwise_run<Dx, true>(x + base, Dx ? dy + base : nullptr, m, k1, k2, k3, out + base, c);
+        elementwise_run<Dx, true, Stream>(x + base, Dx ? dy + base : nullptr, m, k1, k2, k3,
+                                          out + base, c);
       }
+      if (Stream) hwy::FlushStream();
     });
+  }
+}
+
+template <bool Dx, typename T>
+void elementwise_t(const BatchNormProblem& p, const T* x, const T* dy, const double* m,
+                   const double* k1, const double* k2, const double* k3, T* out) {
+  const std::size_t bytes = static_cast<std::size_t>(p.n * p.c * p.hw) * sizeof(T);
+  // In place (out == x or dy) the lines are in cache anyway after the read: no streaming.
+  const bool in_place = out == x || (Dx && out == dy);
+  if (bytes >= kStreamBytes && !in_place) {
+    elementwise_layout<Dx, true>(p, x, dy, m, k1, k2, k3, out);
+  } else {
+    elementwise_layout<Dx, false>(p, x, dy, m, k1, k2, k3, out);
   }
 }
 
