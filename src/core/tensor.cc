@@ -8,11 +8,15 @@
 #include <cstring>
 #include <new>
 
+#include <sys/mman.h>
+
 namespace bnorm {
 
 namespace {
 // 64 bytes: one cache line and one AVX-512 vector, so SIMD loads of a row start aligned.
 constexpr std::size_t kAlignment = 64;
+constexpr std::size_t kHugePage = std::size_t{2} << 20;
+constexpr std::size_t kHugeThreshold = std::size_t{4} << 20;
 }  // namespace
 
 std::size_t dtype_size(DType dtype) { return dtype == DType::kFloat32 ? 4 : 8; }

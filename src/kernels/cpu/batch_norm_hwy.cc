@@ -96,21 +96,64 @@ BlockMoments block_moments_nchw(const BatchNormProblem& p, const T* x, int64_t c
 
 // One sweep of an NHWC block over channels [0, cw) of `x` (already offset to the chunk): adds
 // x − shift (Square = false) or (x − shift)² into 32 slot rows of `acc` (stride kMaxChunk).
+// Slot accumulators an NHWC sweep keeps in registers at once: 16 of the 32 with 32 vector
+// registers (AVX-512), 8 with 16 (AVX2, SSE4). Each slot's own sequence stays in ascending
+// (n, s) order whichever slots are processed together, so the result is the canonical one.
+constexpr int64_t kRegSlots = kLanes >= 8 ? 16 : 8;
+
+// Adds f(x) for positions [p0, p0 + len) whose slots are k mod 32 (k = 0, 1, …), for the slots
+// [h, h + kRegSlots), for one channel vector at x + i: register-resident accumulators `a`.
+template <bool Square, typename T>
+HWY_INLINE void nhwc_run(const T* HWY_RESTRICT x, int64_t c, int64_t p0, int64_t len, int64_t h,
+                         VD sh, VD* HWY_RESTRICT a) {
+  const DD dd;
+  int64_t base = 0;
+  for (; base + kSlots <= len; base += kSlots) {
+    const T* HWY_RESTRICT px = x + (p0 + base + h) * c;
+    HWY_UNROLL(1)
+    for (int64_t j = 0; j < kRegSlots; ++j) {
+      const VD d = hn::Sub(load_d(dd, px + j * c), sh);
+      a[j] = hn::Add(a[j], Square ? hn::Mul(d, d) : d);
+    }
+  }
+  for (int64_t j = 0; j < kRegSlots && base + h + j < len; ++j) {
+    const VD d = hn::Sub(load_d(dd, x + (p0 + base + h + j) * c), sh);
+    a[j] = hn::Add(a[j], Square ? hn::Mul(d, d) : d);
+  }
+}
+
+// One sweep of an NHWC block over channels [0, cw) of `x` (already offset to the chunk): adds
+// x − shift (Square = false) or (x − shift)² into the 32 slot rows of `acc` (stride kMaxChunk).
+// Positions come in runs whose slots count up from 0 (see slot_of): the whole block when HW < 32
+// (its rows are contiguous in NHWC), else each row segment.
 template <bool Square, typename T>
 HWY_NOINLINE void nhwc_sweep(const T* HWY_RESTRICT x, int64_t c, int64_t hw, int64_t cw,
                              const BlockRange r, const double* HWY_RESTRICT shift,
                              double* HWY_RESTRICT acc) {
   const DD dd;
   const int64_t cv = cw / kLanes * kLanes;
-  std::fill(acc, acc + kSlots * kMaxChunk, 0.0);
+  for (int64_t h = 0; h < kSlots; h += kRegSlots) {
+    for (int64_t i = 0; i < cv; i += kLanes) {
+      VD a[kRegSlots];
+      for (int64_t j = 0; j < kRegSlots; ++j) a[j] = hn::Zero(dd);
+      const VD sh = hn::Load(dd, shift + i);
+      if (hw < kSlots) {
+        nhwc_run<Square>(x + i, c, r.n0 * hw, (r.n1 - r.n0) * hw, h, sh, a);
+      } else {
+        for (int64_t n = r.n0; n < r.n1; ++n)
+          nhwc_run<Square>(x + i, c, n * hw + r.s0, r.s1 - r.s0, h, sh, a);
+      }
+      for (int64_t j = 0; j < kRegSlots; ++j) hn::Store(a[j], dd, acc + (h + j) * kMaxChunk + i);
+    }
+  }
+  if (cv == cw) return;
+  // Channels past the last full vector: one scalar accumulator per slot, in memory.
+  for (int64_t j = 0; j < kSlots; ++j)
+    std::fill(acc + j * kMaxChunk + cv, acc + j * kMaxChunk + cw, 0.0);
   for (int64_t n = r.n0; n < r.n1; ++n) {
     for (int64_t s = r.s0; s < r.s1; ++s) {
       const T* HWY_RESTRICT row = x + (n * hw + s) * c;
       double* HWY_RESTRICT a = acc + slot_of(hw, n - r.n0, s) * kMaxChunk;
-      for (int64_t i = 0; i < cv; i += kLanes) {
-        const VD d = hn::Sub(load_d(dd, row + i), hn::Load(dd, shift + i));
-        hn::Store(hn::Add(hn::Load(dd, a + i), Square ? hn::Mul(d, d) : d), dd, a + i);
-      }
       for (int64_t i = cv; i < cw; ++i) {
         const double d = static_cast<double>(row[i]) - shift[i];
         a[i] += Square ? d * d : d;
