@@ -83,10 +83,11 @@ void check_impl(const BatchNormImpl& impl, const BatchNormProblem& p, uint64_t s
 // Every optimized implementation follows Note [Canonical reduction order] with the same
 // per-element operations, so it must give the same bits as "cpu:blocked", the portable one.
 template <typename T>
-void check_bit_identical(const BatchNormImpl& impl, const BatchNormImpl& base, const BatchNormProblem& p,
-                         uint64_t seed) {
+void check_bit_identical(const BatchNormImpl& impl, const BatchNormImpl& base,
+                         const BatchNormProblem& p, uint64_t seed) {
   SCOPED_TRACE(std::string(impl.name) + " vs " + base.name + " " + problem_str(p));
-  const std::size_t count = static_cast<std::size_t>(p.n * p.c * p.hw), C = static_cast<std::size_t>(p.c);
+  const std::size_t count = static_cast<std::size_t>(p.n * p.c * p.hw),
+                    C = static_cast<std::size_t>(p.c);
   const std::vector<T> x = to_layout<T>(p, test::randn(count, seed, -2.0, 3.0));
   const std::vector<T> dy = to_layout<T>(p, test::randn(count, seed + 1));
   std::vector<double> m1(C), v1(C), m2(C), v2(C);
@@ -94,7 +95,8 @@ void check_bit_identical(const BatchNormImpl& impl, const BatchNormImpl& base, c
   base.stats(p, x.data(), m2.data(), v2.data());
   EXPECT_TRUE(test::bit_identical(m1, m2));
   EXPECT_TRUE(test::bit_identical(v1, v2));
-  const std::vector<double> sc = test::randn(C, seed + 2), sh = test::randn(C, seed + 3), k3 = test::randn(C, seed + 4);
+  const std::vector<double> sc = test::randn(C, seed + 2), sh = test::randn(C, seed + 3),
+                            k3 = test::randn(C, seed + 4);
   std::vector<T> y1(count), y2(count);
   impl.normalize(p, x.data(), m2.data(), sc.data(), sh.data(), y1.data());
   base.normalize(p, x.data(), m2.data(), sc.data(), sh.data(), y2.data());
@@ -147,8 +149,10 @@ TEST(BatchNormImpls, HighwayKernelOnEverySupportedTarget) {
     uint64_t seed = 900;
     for (const Case& k : kCases) {
       for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
-        check_bit_identical<float>(*hwy_impl, *base, {k.n, k.c, k.hw, layout, DType::kFloat32}, ++seed);
-        check_bit_identical<double>(*hwy_impl, *base, {k.n, k.c, k.hw, layout, DType::kFloat64}, ++seed);
+        check_bit_identical<float>(*hwy_impl, *base, {k.n, k.c, k.hw, layout, DType::kFloat32},
+                                   ++seed);
+        check_bit_identical<double>(*hwy_impl, *base, {k.n, k.c, k.hw, layout, DType::kFloat64},
+                                    ++seed);
       }
     }
     ++tested;
