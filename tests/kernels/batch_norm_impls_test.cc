@@ -19,8 +19,19 @@ struct Case {
   int64_t n, c, hw;
 };
 
-const Case kCases[] = {{2, 1, 1},  {7, 3, 1},   {1, 5, 9},    {3, 1, 17},   {4, 13, 31},
-                       {2, 70, 5}, {5, 2, 257}, {2, 3, 4097}, {1, 2, 9000}, {33, 129, 3}};
+const Case kCases[] = {{2, 1, 1},
+                       {7, 3, 1},
+                       {1, 5, 9},
+                       {3, 1, 17},
+                       {4, 13, 31},
+                       {2, 70, 5},
+                       {5, 2, 257},
+                       {2, 3, 4097},
+                       {1, 2, 9000},
+                       {33, 129, 3},
+                       // NHWC statistics take the memory-accumulator path for these two:
+                       {2, 300, 3},
+                       {2, 80, 40}};
 
 // Stores logical-order `v` into the problem's layout.
 template <typename T>
