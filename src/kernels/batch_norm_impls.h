@@ -27,6 +27,17 @@ struct BatchNormProblem {
 
 std::string problem_str(const BatchNormProblem& p);
 
+/// Calls fn(T{}) with T = float or double as `dtype` says: how each backend turns its typed
+/// template kernels into the untyped entry points below.
+template <typename Fn>
+void dispatch_dtype(DType dtype, Fn&& fn) {
+  if (dtype == DType::kFloat32) {
+    fn(float{});
+  } else {
+    fn(double{});
+  }
+}
+
 // Kernel entry points. Per-channel arrays are double, C elements; tensors are raw pointers to
 // the layout above, with the problem's dtype.
 

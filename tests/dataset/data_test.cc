@@ -12,6 +12,8 @@
 #include "bnorm/data/dataloader.h"
 #include "bnorm/data/idx.h"
 
+#include "support/expect_error.h"
+
 namespace bnorm::data {
 namespace {
 
@@ -43,12 +45,7 @@ std::vector<unsigned char> idx_images(int n, int rows, int cols) {
 
 template <typename Fn>
 void expect_io_error(Fn fn, const std::string& text) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected IoError containing " << text;
-  } catch (const IoError& e) {
-    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
-  }
+  test::expect_error<IoError>(fn, text);
 }
 
 TEST(Idx, ReadsGzippedAndPlain) {

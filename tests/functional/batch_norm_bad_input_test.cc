@@ -7,20 +7,14 @@
 #include <string>
 
 #include "bnorm/bnorm.h"
+#include "support/expect_error.h"
 
 namespace bnorm {
 namespace {
 
-// Runs fn, expects ValueError whose message contains `text`.
 template <typename Fn>
 void expect_error(Fn fn, const std::string& text) {
-  try {
-    fn();
-    ADD_FAILURE() << "no exception; expected one containing: " << text;
-  } catch (const ValueError& e) {
-    EXPECT_NE(std::string(e.what()).find(text), std::string::npos)
-        << "message: " << e.what() << "\nexpected to contain: " << text;
-  }
+  test::expect_error<ValueError>(fn, text);
 }
 
 struct Fixture {

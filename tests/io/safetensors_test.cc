@@ -13,6 +13,8 @@
 #include "bnorm/nn/sequential.h"
 #include "bnorm/random.h"
 
+#include "support/expect_error.h"
+
 namespace bnorm::io {
 namespace {
 
@@ -33,12 +35,7 @@ std::string tmp(const std::string& name) {
 
 template <typename Fn>
 void expect_io_error(Fn fn, const std::string& text) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected IoError containing " << text;
-  } catch (const IoError& e) {
-    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
-  }
+  test::expect_error<IoError>(fn, text);
 }
 
 TEST(Safetensors, RoundTripKeepsEveryTensorAndCounter) {

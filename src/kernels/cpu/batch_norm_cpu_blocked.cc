@@ -228,48 +228,39 @@ void backward_reduce_t(const BatchNormProblem& p, const T* x, const T* dy, const
 }  // namespace
 
 void stats(const BatchNormProblem& p, const void* x, double* mean, double* var) {
-  if (p.dtype == DType::kFloat32) {
-    stats_t(p, static_cast<const float*>(x), mean, var);
-  } else {
-    stats_t(p, static_cast<const double*>(x), mean, var);
-  }
+  dispatch_dtype(p.dtype, [&](auto t) {
+    using T = decltype(t);
+    stats_t(p, static_cast<const T*>(x), mean, var);
+  });
 }
 
 void normalize(const BatchNormProblem& p, const void* x, const double* mean, const double* scale,
                const double* shift, void* y) {
-  auto g = [=](int64_t c, double xv, double) { return (xv - mean[c]) * scale[c] + shift[c]; };
-  if (p.dtype == DType::kFloat32) {
-    elementwise(p, static_cast<const float*>(x), static_cast<const float*>(nullptr),
-                static_cast<float*>(y), g);
-  } else {
-    elementwise(p, static_cast<const double*>(x), static_cast<const double*>(nullptr),
-                static_cast<double*>(y), g);
-  }
+  dispatch_dtype(p.dtype, [&](auto t) {
+    using T = decltype(t);
+    elementwise(p, static_cast<const T*>(x), static_cast<const T*>(nullptr), static_cast<T*>(y),
+                [=](int64_t c, double xv, double) { return (xv - mean[c]) * scale[c] + shift[c]; });
+  });
 }
 
 void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
                      double* sum_dy, double* sum_dy_xmu) {
-  if (p.dtype == DType::kFloat32) {
-    backward_reduce_t(p, static_cast<const float*>(x), static_cast<const float*>(dy), mean, sum_dy,
+  dispatch_dtype(p.dtype, [&](auto t) {
+    using T = decltype(t);
+    backward_reduce_t(p, static_cast<const T*>(x), static_cast<const T*>(dy), mean, sum_dy,
                       sum_dy_xmu);
-  } else {
-    backward_reduce_t(p, static_cast<const double*>(x), static_cast<const double*>(dy), mean,
-                      sum_dy, sum_dy_xmu);
-  }
+  });
 }
 
 void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
                  const double* k_dy, const double* k_xmu, const double* k_const, void* dx) {
-  auto g = [=](int64_t c, double xv, double dyv) {
-    return k_dy[c] * dyv + k_xmu[c] * (xv - mean[c]) + k_const[c];
-  };
-  if (p.dtype == DType::kFloat32) {
-    elementwise(p, static_cast<const float*>(x), static_cast<const float*>(dy),
-                static_cast<float*>(dx), g);
-  } else {
-    elementwise(p, static_cast<const double*>(x), static_cast<const double*>(dy),
-                static_cast<double*>(dx), g);
-  }
+  dispatch_dtype(p.dtype, [&](auto t) {
+    using T = decltype(t);
+    elementwise(p, static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx),
+                [=](int64_t c, double xv, double dyv) {
+                  return k_dy[c] * dyv + k_xmu[c] * (xv - mean[c]) + k_const[c];
+                });
+  });
 }
 
 }  // namespace bnorm::kernels::cpu_blocked

@@ -438,44 +438,37 @@ void elementwise_t(const BatchNormProblem& p, const T* x, const T* dy, const dou
 }
 
 void Stats(const BatchNormProblem& p, const void* x, double* mean, double* var) {
-  if (p.dtype == DType::kFloat32) {
-    stats_t(p, static_cast<const float*>(x), mean, var);
-  } else {
-    stats_t(p, static_cast<const double*>(x), mean, var);
-  }
+  dispatch_dtype(p.dtype, [&](auto t) {
+    using T = decltype(t);
+    stats_t(p, static_cast<const T*>(x), mean, var);
+  });
 }
 
 void Normalize(const BatchNormProblem& p, const void* x, const double* mean, const double* scale,
                const double* shift, void* y) {
-  if (p.dtype == DType::kFloat32) {
-    elementwise_t<false>(p, static_cast<const float*>(x), static_cast<const float*>(nullptr), mean,
-                         scale, shift, nullptr, static_cast<float*>(y));
-  } else {
-    elementwise_t<false>(p, static_cast<const double*>(x), static_cast<const double*>(nullptr),
-                         mean, scale, shift, nullptr, static_cast<double*>(y));
-  }
+  dispatch_dtype(p.dtype, [&](auto t) {
+    using T = decltype(t);
+    elementwise_t<false>(p, static_cast<const T*>(x), static_cast<const T*>(nullptr), mean, scale,
+                         shift, nullptr, static_cast<T*>(y));
+  });
 }
 
 void BackwardReduce(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
                     double* sum_dy, double* sum_dy_xmu) {
-  if (p.dtype == DType::kFloat32) {
-    backward_reduce_t(p, static_cast<const float*>(x), static_cast<const float*>(dy), mean, sum_dy,
+  dispatch_dtype(p.dtype, [&](auto t) {
+    using T = decltype(t);
+    backward_reduce_t(p, static_cast<const T*>(x), static_cast<const T*>(dy), mean, sum_dy,
                       sum_dy_xmu);
-  } else {
-    backward_reduce_t(p, static_cast<const double*>(x), static_cast<const double*>(dy), mean,
-                      sum_dy, sum_dy_xmu);
-  }
+  });
 }
 
 void BackwardDx(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
                 const double* k_dy, const double* k_xmu, const double* k_const, void* dx) {
-  if (p.dtype == DType::kFloat32) {
-    elementwise_t<true>(p, static_cast<const float*>(x), static_cast<const float*>(dy), mean, k_dy,
-                        k_xmu, k_const, static_cast<float*>(dx));
-  } else {
-    elementwise_t<true>(p, static_cast<const double*>(x), static_cast<const double*>(dy), mean,
-                        k_dy, k_xmu, k_const, static_cast<double*>(dx));
-  }
+  dispatch_dtype(p.dtype, [&](auto t) {
+    using T = decltype(t);
+    elementwise_t<true>(p, static_cast<const T*>(x), static_cast<const T*>(dy), mean, k_dy, k_xmu,
+                        k_const, static_cast<T*>(dx));
+  });
 }
 
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }

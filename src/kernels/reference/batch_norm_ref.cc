@@ -78,42 +78,36 @@ void backward_dx_t(const BatchNormProblem& p, const T* x, const T* dy, const dou
 }  // namespace
 
 void stats(const BatchNormProblem& p, const void* x, double* mean, double* var) {
-  if (p.dtype == DType::kFloat32) {
-    stats_t(p, static_cast<const float*>(x), mean, var);
-  } else {
-    stats_t(p, static_cast<const double*>(x), mean, var);
-  }
+  dispatch_dtype(p.dtype, [&](auto t) {
+    using T = decltype(t);
+    stats_t(p, static_cast<const T*>(x), mean, var);
+  });
 }
 
 void normalize(const BatchNormProblem& p, const void* x, const double* mean, const double* scale,
                const double* shift, void* y) {
-  if (p.dtype == DType::kFloat32) {
-    normalize_t(p, static_cast<const float*>(x), mean, scale, shift, static_cast<float*>(y));
-  } else {
-    normalize_t(p, static_cast<const double*>(x), mean, scale, shift, static_cast<double*>(y));
-  }
+  dispatch_dtype(p.dtype, [&](auto t) {
+    using T = decltype(t);
+    normalize_t(p, static_cast<const T*>(x), mean, scale, shift, static_cast<T*>(y));
+  });
 }
 
 void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
                      double* sum_dy, double* sum_dy_xmu) {
-  if (p.dtype == DType::kFloat32) {
-    backward_reduce_t(p, static_cast<const float*>(x), static_cast<const float*>(dy), mean, sum_dy,
+  dispatch_dtype(p.dtype, [&](auto t) {
+    using T = decltype(t);
+    backward_reduce_t(p, static_cast<const T*>(x), static_cast<const T*>(dy), mean, sum_dy,
                       sum_dy_xmu);
-  } else {
-    backward_reduce_t(p, static_cast<const double*>(x), static_cast<const double*>(dy), mean,
-                      sum_dy, sum_dy_xmu);
-  }
+  });
 }
 
 void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
                  const double* k_dy, const double* k_xmu, const double* k_const, void* dx) {
-  if (p.dtype == DType::kFloat32) {
-    backward_dx_t(p, static_cast<const float*>(x), static_cast<const float*>(dy), mean, k_dy, k_xmu,
-                  k_const, static_cast<float*>(dx));
-  } else {
-    backward_dx_t(p, static_cast<const double*>(x), static_cast<const double*>(dy), mean, k_dy,
-                  k_xmu, k_const, static_cast<double*>(dx));
-  }
+  dispatch_dtype(p.dtype, [&](auto t) {
+    using T = decltype(t);
+    backward_dx_t(p, static_cast<const T*>(x), static_cast<const T*>(dy), mean, k_dy, k_xmu,
+                  k_const, static_cast<T*>(dx));
+  });
 }
 
 }  // namespace bnorm::kernels::reference
