@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "bnorm/error.h"
+#include "bnorm/parallel.h"
 #include "kernels/batch_norm_impls.h"
 
 namespace bnorm {
@@ -172,16 +173,60 @@ void check_forward_out_shapes(const char* fn, const BatchNormProblem& p, const T
   check_per_channel(fn, "save_invstd", save_invstd, p, /*required=*/true);
 }
 
+// out[i] = mask[i] ? dy[i] : 0 in memory order (out has dy's strides), in parallel.
+void mask_gradient(DType dtype, const void* dy, const uint8_t* mask, void* out, int64_t n) {
+  kernels::dispatch_dtype(dtype, [&](auto t) {
+    using T = decltype(t);
+    const T* a = static_cast<const T*>(dy);
+    T* o = static_cast<T*>(out);
+    parallel_for(0, n, int64_t{1} << 16, [=](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) o[i] = mask[i] ? a[i] : T(0);
+    });
+  });
+}
+
 }  // namespace
 
 void set_nonfinite_policy(NonFinitePolicy policy) { g_nonfinite_policy.store(policy); }
 NonFinitePolicy get_nonfinite_policy() { return g_nonfinite_policy.load(); }
 
-void batch_norm_forward_train_out(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                  const Tensor& running_mean, const Tensor& running_var,
-                                  double momentum, double eps, Tensor& y, Tensor& save_mean,
-                                  Tensor& save_invstd) {
-  constexpr const char* fn = "batch_norm_forward_train";
+namespace {
+
+// Checks the residual z of the fused op (x's shape, dtype and strides; y may be z itself).
+void check_residual(const char* fn, const Tensor& z, const Tensor& x, const Tensor& y,
+                    const BatchNormProblem& p) {
+  if (!z.defined()) return;
+  check_elementwise_out(fn, "z", z, "x", x, p, /*may_alias=*/true);
+  if (y.overlaps(z) && !y.is_same_view(z)) {
+    throw ValueError(
+        fmt::format("{}: y must be z itself or not overlap it, got a partial overlap", fn));
+  }
+}
+
+// Writes y: plain BN, or the fused BN (+ z) + ReLU epilogue when `mask` is given. The fused
+// epilogue comes from the chosen implementation, or from the next one in the registry that has
+// it (ref has every kernel).
+void write_output(const kernels::BatchNormImpl& impl, const BatchNormProblem& p, const Tensor& x,
+                  const Tensor* z, ReluMask* mask, const double* mean, const double* scale,
+                  const double* shift, Tensor& y) {
+  if (!mask) {
+    impl.normalize(p, x.raw_data(), mean, scale, shift, y.raw_data());
+    return;
+  }
+  mask->resize(static_cast<std::size_t>(x.numel()));
+  kernels::NormalizeAddReluFn fused = impl.normalize_add_relu;
+  for (const kernels::BatchNormImpl& other : kernels::batch_norm_impls()) {
+    if (!fused && other.normalize_add_relu && other.supports(p).empty())
+      fused = other.normalize_add_relu;
+  }
+  fused(p, x.raw_data(), z && z->defined() ? z->raw_data() : nullptr, mean, scale, shift,
+        y.raw_data(), mask->data());
+}
+
+void forward_train_core(const char* fn, const Tensor& x, const Tensor* z, const Tensor& weight,
+                        const Tensor& bias, const Tensor& running_mean, const Tensor& running_var,
+                        double momentum, double eps, Tensor& y, Tensor& save_mean,
+                        Tensor& save_invstd, ReluMask* mask) {
   const BatchNormProblem p = check_input(fn, "x", x);
   if (p.n * p.hw <= 1) {
     throw ValueError(
@@ -204,6 +249,7 @@ void batch_norm_forward_train_out(const Tensor& x, const Tensor& weight, const T
   check_momentum(fn, momentum);
   check_elementwise_out(fn, "y", y, "x", x, p, /*may_alias=*/true);
   check_forward_out_shapes(fn, p, save_mean, save_invstd);
+  if (z) check_residual(fn, *z, x, y, p);
   const std::pair<const char*, const Tensor*> params[] = {{"weight", &weight},
                                                           {"bias", &bias},
                                                           {"running_mean", &running_mean},
@@ -240,7 +286,7 @@ void batch_norm_forward_train_out(const Tensor& x, const Tensor& weight, const T
     invstd[c] = inv_std(var[c], eps);
     scale[c] = invstd[c] * w[c];
   }
-  impl.normalize(p, x.raw_data(), mean.data(), scale.data(), b.data(), y.raw_data());
+  write_output(impl, p, x, z, mask, mean.data(), scale.data(), b.data(), y);
   store_per_channel(save_mean, mean);
   store_per_channel(save_invstd, invstd);
 
@@ -258,6 +304,25 @@ void batch_norm_forward_train_out(const Tensor& x, const Tensor& weight, const T
   }
 }
 
+}  // namespace
+
+void batch_norm_forward_train_out(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                  const Tensor& running_mean, const Tensor& running_var,
+                                  double momentum, double eps, Tensor& y, Tensor& save_mean,
+                                  Tensor& save_invstd) {
+  forward_train_core("batch_norm_forward_train", x, nullptr, weight, bias, running_mean,
+                     running_var, momentum, eps, y, save_mean, save_invstd, nullptr);
+}
+
+void batch_norm_add_relu_forward_train_out(const Tensor& x, const Tensor& z, const Tensor& weight,
+                                           const Tensor& bias, const Tensor& running_mean,
+                                           const Tensor& running_var, double momentum, double eps,
+                                           Tensor& y, Tensor& save_mean, Tensor& save_invstd,
+                                           ReluMask& mask) {
+  forward_train_core("batch_norm_add_relu_forward_train", x, &z, weight, bias, running_mean,
+                     running_var, momentum, eps, y, save_mean, save_invstd, &mask);
+}
+
 BatchNormForwardResult batch_norm_forward_train(const Tensor& x, const Tensor& weight,
                                                 const Tensor& bias, const Tensor& running_mean,
                                                 const Tensor& running_var, double momentum,
@@ -272,10 +337,10 @@ BatchNormForwardResult batch_norm_forward_train(const Tensor& x, const Tensor& w
   return r;
 }
 
-void batch_norm_forward_infer_out(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                  const Tensor& running_mean, const Tensor& running_var, double eps,
-                                  Tensor& y) {
-  constexpr const char* fn = "batch_norm_forward_infer";
+namespace {
+void forward_infer_core(const char* fn, const Tensor& x, const Tensor* z, const Tensor& weight,
+                        const Tensor& bias, const Tensor& running_mean, const Tensor& running_var,
+                        double eps, Tensor& y, ReluMask* mask) {
   const BatchNormProblem p = check_input(fn, "x", x);
   check_per_channel(fn, "weight", weight, p, false);
   check_per_channel(fn, "bias", bias, p, false);
@@ -288,6 +353,7 @@ void batch_norm_forward_infer_out(const Tensor& x, const Tensor& weight, const T
                     {"bias", &bias},
                     {"running_mean", &running_mean},
                     {"running_var", &running_var}});
+  if (z) check_residual(fn, *z, x, y, p);
 
   const std::vector<double> w = per_channel(weight, p.c, 1.0);
   const std::vector<double> b = per_channel(bias, p.c, 0.0);
@@ -299,7 +365,23 @@ void batch_norm_forward_infer_out(const Tensor& x, const Tensor& weight, const T
   // Eval mode uses 1/sqrt(running_var + eps) as PyTorch does (no InvStd zero rule).
   for (int64_t c = 0; c < p.c; ++c) scale[c] = w[c] / std::sqrt(var[c] + eps);
   const kernels::BatchNormImpl& impl = kernels::batch_norm_select(p);
-  impl.normalize(p, x.raw_data(), mean.data(), scale.data(), b.data(), y.raw_data());
+  write_output(impl, p, x, z, mask, mean.data(), scale.data(), b.data(), y);
+}
+}  // namespace
+
+void batch_norm_forward_infer_out(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                  const Tensor& running_mean, const Tensor& running_var, double eps,
+                                  Tensor& y) {
+  forward_infer_core("batch_norm_forward_infer", x, nullptr, weight, bias, running_mean,
+                     running_var, eps, y, nullptr);
+}
+
+void batch_norm_add_relu_forward_infer_out(const Tensor& x, const Tensor& z, const Tensor& weight,
+                                           const Tensor& bias, const Tensor& running_mean,
+                                           const Tensor& running_var, double eps, Tensor& y,
+                                           ReluMask& mask) {
+  forward_infer_core("batch_norm_add_relu_forward_infer", x, &z, weight, bias, running_mean,
+                     running_var, eps, y, &mask);
 }
 
 Tensor batch_norm_forward_infer(const Tensor& x, const Tensor& weight, const Tensor& bias,
@@ -422,6 +504,31 @@ BatchNormBackwardResult batch_norm_backward(const Tensor& dy, const Tensor& x, c
   batch_norm_backward_out(dy, x, weight, running_mean, running_var, save_mean, save_invstd, train,
                           eps, output_mask, r.dx, r.dweight, r.dbias);
   return r;
+}
+
+void batch_norm_add_relu_backward_out(const Tensor& dy, const Tensor& x, const Tensor& weight,
+                                      const Tensor& running_mean, const Tensor& running_var,
+                                      const Tensor& save_mean, const Tensor& save_invstd,
+                                      const ReluMask& mask, bool train, double eps,
+                                      std::array<bool, 3> output_mask, Tensor& dx, Tensor& dz,
+                                      Tensor& dweight, Tensor& dbias) {
+  constexpr const char* fn = "batch_norm_add_relu_backward";
+  const BatchNormProblem p = check_input(fn, "x", x);
+  check_input(fn, "dy", dy);
+  if (static_cast<int64_t>(mask.size()) != x.numel()) {
+    throw ValueError(
+        fmt::format("{}: mask must have x.numel()={} entries (from the forward), got {}", fn,
+                    x.numel(), mask.size()));
+  }
+  // g = dy where the ReLU let its input through: the gradient of BN's output and of z.
+  Tensor g = dz.defined() ? dz : Tensor::empty(x.shape(), x.dtype(), x.memory_format());
+  check_elementwise_out(fn, "dz", g, "dy", dy, p, /*may_alias=*/true);
+  check_no_overlap(
+      fn, "dz", g,
+      {{"x", &x}, {"weight", &weight}, {"save_mean", &save_mean}, {"save_invstd", &save_invstd}});
+  mask_gradient(p.dtype, dy.raw_data(), mask.data(), g.raw_data(), x.numel());
+  batch_norm_backward_out(g, x, weight, running_mean, running_var, save_mean, save_invstd, train,
+                          eps, output_mask, dx, dweight, dbias);
 }
 
 const char* batch_norm_implementation_name(const Tensor& x) {

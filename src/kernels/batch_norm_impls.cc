@@ -19,11 +19,11 @@ std::string supports_always(const BatchNormProblem&) { return ""; }
 // Fastest first, reference last.
 constexpr BatchNormImpl kImpls[] = {
     {"cpu:hwy", supports_always, cpu_hwy::stats, cpu_hwy::normalize, cpu_hwy::backward_reduce,
-     cpu_hwy::backward_dx},
+     cpu_hwy::backward_dx, cpu_hwy::normalize_add_relu},
     {"cpu:blocked", supports_always, cpu_blocked::stats, cpu_blocked::normalize,
-     cpu_blocked::backward_reduce, cpu_blocked::backward_dx},
+     cpu_blocked::backward_reduce, cpu_blocked::backward_dx, nullptr},
     {"ref", supports_always, reference::stats, reference::normalize, reference::backward_reduce,
-     reference::backward_dx},
+     reference::backward_dx, reference::normalize_add_relu},
 };
 
 bool verbose() {

@@ -54,6 +54,12 @@ using BackwardDxFn = void (*)(const BatchNormProblem& p, const void* x, const vo
                               const double* mean, const double* k_dy, const double* k_xmu,
                               const double* k_const, void* dx);
 
+/// The fused BN (+ Add) + ReLU epilogue: r = ((x − mean[c])·scale[c] + shift[c]) + z (z may be
+/// null), y = r > 0 || r is NaN ? r : 0, mask[i] = (r > 0) for memory index i. y may equal x or z.
+using NormalizeAddReluFn = void (*)(const BatchNormProblem& p, const void* x, const void* z,
+                                    const double* mean, const double* scale, const double* shift,
+                                    void* y, uint8_t* mask);
+
 struct BatchNormImpl {
   const char* name;  ///< "<backend>:<variant>", stable, selectable with BNORM_IMPL
   /// Returns "" when the implementation handles `p`, else why it declines.
@@ -62,6 +68,8 @@ struct BatchNormImpl {
   NormalizeFn normalize;
   BackwardReduceFn backward_reduce;
   BackwardDxFn backward_dx;
+  /// Null when the implementation has no fused epilogue (the op layer then uses the next one).
+  NormalizeAddReluFn normalize_add_relu;
 };
 
 /// All implementations, fastest first, reference ("ref") last.
@@ -74,6 +82,8 @@ const BatchNormImpl& batch_norm_select(const BatchNormProblem& p);
 
 // The implementations, one declaration block per backend file.
 namespace reference {
+void normalize_add_relu(const BatchNormProblem& p, const void* x, const void* z, const double* mean,
+                        const double* scale, const double* shift, void* y, uint8_t* mask);
 void stats(const BatchNormProblem& p, const void* x, double* mean, double* var);
 void normalize(const BatchNormProblem& p, const void* x, const double* mean, const double* scale,
                const double* shift, void* y);
@@ -84,6 +94,8 @@ void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const
 }  // namespace reference
 
 namespace cpu_hwy {
+void normalize_add_relu(const BatchNormProblem& p, const void* x, const void* z, const double* mean,
+                        const double* scale, const double* shift, void* y, uint8_t* mask);
 void stats(const BatchNormProblem& p, const void* x, double* mean, double* var);
 void normalize(const BatchNormProblem& p, const void* x, const double* mean, const double* scale,
                const double* shift, void* y);

@@ -12,6 +12,8 @@
 #pragma once
 
 #include <array>
+#include <cstdint>
+#include <vector>
 
 #include "bnorm/tensor.h"
 
@@ -95,6 +97,39 @@ void batch_norm_backward_out(const Tensor& dy, const Tensor& x, const Tensor& we
                              const Tensor& save_mean, const Tensor& save_invstd, bool train,
                              double eps, std::array<bool, 3> output_mask, Tensor& dx,
                              Tensor& dweight, Tensor& dbias);
+
+/// One byte per element of x, in x's memory order: 1 where the fused ReLU let its input through
+/// (input > 0), else 0. A quarter of a float32 tensor; the backward reads it instead of y.
+using ReluMask = std::vector<uint8_t>;
+
+/// Fused BN + Add + ReLU, the tail of a ResNet block, training mode: y = max(0, BN(x) + z) in
+/// one pass over x after the statistics, BN exactly as batch_norm_forward_train_out (statistics,
+/// save_mean/save_invstd, running buffers). z, the residual, may be undefined (BN + ReLU); it
+/// must have x's shape, dtype and memory format; y may be x or z itself. `mask` is resized to
+/// x.numel() and filled. NaN stays NaN through the ReLU (as torch.relu). Throws as the unfused op,
+/// plus for a bad z. PyTorch: torch.relu(F.batch_norm(x, …, training=True) + z); oneDNN has no
+/// BN + Add + ReLU on CPU.
+void batch_norm_add_relu_forward_train_out(const Tensor& x, const Tensor& z, const Tensor& weight,
+                                           const Tensor& bias, const Tensor& running_mean,
+                                           const Tensor& running_var, double momentum, double eps,
+                                           Tensor& y, Tensor& save_mean, Tensor& save_invstd,
+                                           ReluMask& mask);
+
+/// Fused BN + Add + ReLU with fixed statistics (evaluation mode).
+void batch_norm_add_relu_forward_infer_out(const Tensor& x, const Tensor& z, const Tensor& weight,
+                                           const Tensor& bias, const Tensor& running_mean,
+                                           const Tensor& running_var, double eps, Tensor& y,
+                                           ReluMask& mask);
+
+/// Backward of the fused op: g = dy where mask, else 0, is written to dz (the gradient of the
+/// residual; a temporary when dz is undefined), then dx, dweight, dbias are batch_norm_backward
+/// of g. dz may be dy itself. Throws ValueError for a mask of the wrong size.
+void batch_norm_add_relu_backward_out(const Tensor& dy, const Tensor& x, const Tensor& weight,
+                                      const Tensor& running_mean, const Tensor& running_var,
+                                      const Tensor& save_mean, const Tensor& save_invstd,
+                                      const ReluMask& mask, bool train, double eps,
+                                      std::array<bool, 3> output_mask, Tensor& dx, Tensor& dz,
+                                      Tensor& dweight, Tensor& dbias);
 
 /// What the forward and backward do with NaN or Inf in the data. kPropagate (the default) does
 /// what PyTorch does: the affected channel's statistics and outputs become NaN/Inf. kThrow makes

@@ -437,6 +437,71 @@ void elementwise_t(const BatchNormProblem& p, const T* x, const T* dy, const dou
   }
 }
 
+// The fused epilogue of BN (+ Add) + ReLU over one NCHW plane or NHWC row; see
+// NormalizeAddReluFn. Same association as the reference: ((x − m)·k1 + k2) + z.
+template <bool PerLane, typename T>
+HWY_INLINE void add_relu_run(const T* HWY_RESTRICT x, const T* HWY_RESTRICT z,
+                             const double* HWY_RESTRICT m, const double* HWY_RESTRICT k1,
+                             const double* HWY_RESTRICT k2, T* HWY_RESTRICT out,
+                             uint8_t* HWY_RESTRICT mask, int64_t len) {
+  const DD dd;
+  const VD zero = hn::Zero(dd), one = hn::Set(dd, 1.0);
+  const VD bm = hn::Set(dd, PerLane ? 0.0 : m[0]), b1 = hn::Set(dd, PerLane ? 0.0 : k1[0]);
+  const VD b2 = hn::Set(dd, PerLane ? 0.0 : k2[0]);
+  HWY_ALIGN double bits[kLanes];
+  int64_t i = 0;
+  for (; i + kLanes <= len; i += kLanes) {
+    const VD vm = PerLane ? hn::LoadU(dd, m + i) : bm;
+    const VD v1 = PerLane ? hn::LoadU(dd, k1 + i) : b1;
+    const VD v2 = PerLane ? hn::LoadU(dd, k2 + i) : b2;
+    VD r = hn::Add(hn::Mul(hn::Sub(load_d(dd, x + i), vm), v1), v2);
+    if (z) r = hn::Add(r, load_d(dd, z + i));
+    hn::Store(hn::IfThenElseZero(hn::Gt(r, zero), one), dd, bits);
+    for (int64_t j = 0; j < kLanes; ++j) mask[i + j] = bits[j] != 0.0;
+    store_d(dd, hn::IfThenZeroElse(hn::Le(r, zero), r), out + i);  // NaN stays NaN, as relu
+  }
+  for (; i < len; ++i) {
+    const int64_t c = PerLane ? i : 0;
+    double r = (static_cast<double>(x[i]) - m[c]) * k1[c] + k2[c];
+    if (z) r += static_cast<double>(z[i]);
+    mask[i] = r > 0;
+    out[i] = static_cast<T>(r <= 0 ? 0.0 : r);
+  }
+}
+
+template <typename T>
+void normalize_add_relu_t(const BatchNormProblem& p, const T* x, const T* z, const double* m,
+                          const double* k1, const double* k2, T* out, uint8_t* mask) {
+  const int64_t n = p.n, c = p.c, hw = p.hw;
+  if (p.layout == Layout::kNCHW) {
+    const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(hw, 1));
+    parallel_for(0, n * c, grain, [=](int64_t i0, int64_t i1) {
+      for (int64_t plane = i0; plane < i1; ++plane) {
+        const int64_t ch = plane % c, base = plane * hw;
+        add_relu_run<false>(x + base, z ? z + base : nullptr, m + ch, k1 + ch, k2 + ch, out + base,
+                            mask + base, hw);
+      }
+    });
+  } else {
+    const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(c, 1));
+    parallel_for(0, n * hw, grain, [=](int64_t i0, int64_t i1) {
+      for (int64_t rw = i0; rw < i1; ++rw) {
+        const int64_t base = rw * c;
+        add_relu_run<true>(x + base, z ? z + base : nullptr, m, k1, k2, out + base, mask + base, c);
+      }
+    });
+  }
+}
+
+void NormalizeAddRelu(const BatchNormProblem& p, const void* x, const void* z, const double* mean,
+                      const double* scale, const double* shift, void* y, uint8_t* mask) {
+  dispatch_dtype(p.dtype, [&](auto t) {
+    using T = decltype(t);
+    normalize_add_relu_t(p, static_cast<const T*>(x), static_cast<const T*>(z), mean, scale, shift,
+                         static_cast<T*>(y), mask);
+  });
+}
+
 void Stats(const BatchNormProblem& p, const void* x, double* mean, double* var) {
   dispatch_dtype(p.dtype, [&](auto t) {
     using T = decltype(t);
@@ -485,6 +550,12 @@ HWY_EXPORT(Normalize);
 HWY_EXPORT(BackwardReduce);
 HWY_EXPORT(BackwardDx);
 HWY_EXPORT(TargetName);
+HWY_EXPORT(NormalizeAddRelu);
+
+void normalize_add_relu(const BatchNormProblem& p, const void* x, const void* z, const double* mean,
+                        const double* scale, const double* shift, void* y, uint8_t* mask) {
+  HWY_DYNAMIC_DISPATCH(NormalizeAddRelu)(p, x, z, mean, scale, shift, y, mask);
+}
 
 void stats(const BatchNormProblem& p, const void* x, double* mean, double* var) {
   HWY_DYNAMIC_DISPATCH(Stats)(p, x, mean, var);

@@ -75,7 +75,30 @@ void backward_dx_t(const BatchNormProblem& p, const T* x, const T* dy, const dou
       }
 }
 
+template <typename T>
+void normalize_add_relu_t(const BatchNormProblem& p, const T* x, const T* z, const double* mean,
+                          const double* scale, const double* shift, T* y, uint8_t* mask) {
+  for (int64_t n = 0; n < p.n; ++n)
+    for (int64_t c = 0; c < p.c; ++c)
+      for (int64_t s = 0; s < p.hw; ++s) {
+        const int64_t i = offset(p, n, c, s);
+        double r = (x[i] - mean[c]) * scale[c] + shift[c];
+        if (z) r += z[i];
+        mask[i] = r > 0;
+        y[i] = static_cast<T>(r <= 0 ? 0.0 : r);
+      }
+}
+
 }  // namespace
+
+void normalize_add_relu(const BatchNormProblem& p, const void* x, const void* z, const double* mean,
+                        const double* scale, const double* shift, void* y, uint8_t* mask) {
+  dispatch_dtype(p.dtype, [&](auto t) {
+    using T = decltype(t);
+    normalize_add_relu_t(p, static_cast<const T*>(x), static_cast<const T*>(z), mean, scale, shift,
+                         static_cast<T*>(y), mask);
+  });
+}
 
 void stats(const BatchNormProblem& p, const void* x, double* mean, double* var) {
   dispatch_dtype(p.dtype, [&](auto t) {
