@@ -9,7 +9,8 @@
 
 namespace bnorm::bench {
 
-enum class Op { kForwardTrain, kForwardInfer, kBackward };
+/// kForwardAddRelu: training-mode y = relu(BN(x) + z), the ResNet block tail (fused in bnorm).
+enum class Op { kForwardTrain, kForwardInfer, kBackward, kForwardAddRelu };
 const char* op_name(Op op);
 
 struct Problem {
@@ -23,13 +24,14 @@ struct Problem {
 
 /// The inputs every implementation gets, in logical (N, C, H, W) order.
 struct Inputs {
-  std::vector<float> x, dy, weight, bias, running_mean, running_var;
+  std::vector<float> x, dy, z, weight, bias, running_mean, running_var;
 };
 Inputs make_inputs(const Problem& p, uint64_t seed);
 
 /// Bytes an op must move at least, for a tensor larger than the caches: forward inference reads x
 /// and writes y (2 passes), training forward also reads x for the statistics (3), backward reads
-/// x and dy for the sums, again for dx, and writes dx (5).
+/// x and dy for the sums, again for dx, and writes dx (5); BN + Add + ReLU reads x twice and z
+/// once and writes y (4; the bnorm mask adds a quarter).
 double floor_bytes(const Problem& p, Op op);
 
 /// One peer implementation of one (problem, op).

@@ -7,6 +7,7 @@
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -23,7 +24,17 @@
 namespace bnorm::bench {
 
 const char* op_name(Op op) {
-  return op == Op::kForwardTrain ? "fwd_train" : op == Op::kForwardInfer ? "fwd_infer" : "bwd";
+  switch (op) {
+    case Op::kForwardTrain:
+      return "fwd_train";
+    case Op::kForwardInfer:
+      return "fwd_infer";
+    case Op::kBackward:
+      return "bwd";
+    case Op::kForwardAddRelu:
+      return "fwd_add_relu";
+  }
+  return "?";
 }
 
 int64_t Problem::numel() const {
@@ -46,6 +57,8 @@ Inputs make_inputs(const Problem& p, uint64_t seed) {
   in.dy.resize(in.x.size());
   for (float& v : in.x) v = 1.0f + 2.0f * nd(rng);
   for (float& v : in.dy) v = nd(rng);
+  in.z.resize(in.x.size());
+  for (float& v : in.z) v = nd(rng);
   for (int64_t c = 0; c < p.channels(); ++c) {
     in.weight.push_back(1.0f + 0.1f * nd(rng));
     in.bias.push_back(0.1f * nd(rng));
@@ -56,7 +69,10 @@ Inputs make_inputs(const Problem& p, uint64_t seed) {
 }
 
 double floor_bytes(const Problem& p, Op op) {
-  const double passes = op == Op::kForwardInfer ? 2 : op == Op::kForwardTrain ? 3 : 5;
+  const double passes = op == Op::kForwardInfer     ? 2
+                        : op == Op::kForwardTrain   ? 3
+                        : op == Op::kForwardAddRelu ? 4
+                                                    : 5;
   return passes * 4.0 * static_cast<double>(p.numel());
 }
 
@@ -125,6 +141,9 @@ std::vector<double> reference_output(const Problem& p, Op op, const Inputs& in) 
   std::vector<double> out;
   if (op == Op::kForwardInfer) {
     out = batch_norm_forward_infer(x, w, b, rm, rv, 1e-5).to_vector();
+  } else if (op == Op::kForwardAddRelu) {
+    out = batch_norm_forward_train(x, w, b, rm, rv, 0.1, 1e-5).y.to_vector();
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = std::max(0.0, out[i] + in.z[i]);
   } else {
     auto f = batch_norm_forward_train(x, w, b, rm, rv, 0.1, 1e-5);
     out = op == Op::kForwardTrain
@@ -146,6 +165,7 @@ class BnormRunner : public Runner {
         p.layout == "NHWC" ? MemoryFormat::kChannelsLast : MemoryFormat::kContiguous;
     x_ = Tensor::from_vector(shape, in.x, fmt);
     dy_ = Tensor::from_vector(shape, in.dy, fmt);
+    if (op == Op::kForwardAddRelu) z_ = Tensor::from_vector(shape, in.z, fmt);
     const Shape c{p.channels()};
     w_ = Tensor::from_vector(c, in.weight);
     b_ = Tensor::from_vector(c, in.bias);
@@ -163,7 +183,10 @@ class BnormRunner : public Runner {
   }
   void run() override {
     setenv("BNORM_IMPL", impl_.c_str(), 1);
-    if (op_ == Op::kForwardTrain) {
+    if (op_ == Op::kForwardAddRelu) {
+      batch_norm_add_relu_forward_train_out(x_, z_, w_, b_, rm_, rv_, 0.1, 1e-5, y_, sm_, si_,
+                                            mask_);
+    } else if (op_ == Op::kForwardTrain) {
       batch_norm_forward_train_out(x_, w_, b_, rm_, rv_, 0.1, 1e-5, y_, sm_, si_);
     } else if (op_ == Op::kForwardInfer) {
       batch_norm_forward_infer_out(x_, w_, b_, rm_, rv_, 1e-5, y_);
@@ -180,7 +203,8 @@ class BnormRunner : public Runner {
  private:
   Op op_;
   std::string impl_;
-  Tensor x_, dy_, w_, b_, rm_, rv_, y_, dx_, sm_, si_, dw_, db_;
+  Tensor x_, dy_, z_, w_, b_, rm_, rv_, y_, dx_, sm_, si_, dw_, db_;
+  ReluMask mask_;
 };
 
 // Inputs and reference results are made once per (layer, op) and shared by every implementation
@@ -209,7 +233,7 @@ const std::vector<double>& cached_reference(const Problem& p, Op op, const Input
 void register_all(const std::vector<Problem>& shapes,
                   const std::vector<std::unique_ptr<Peer>>& peers) {
   for (const Problem& base : shapes) {
-    for (Op op : {Op::kForwardTrain, Op::kForwardInfer, Op::kBackward}) {
+    for (Op op : {Op::kForwardTrain, Op::kForwardInfer, Op::kBackward, Op::kForwardAddRelu}) {
       std::vector<std::string> layouts = base.shape.size() == 2
                                              ? std::vector<std::string>{"NC"}
                                              : std::vector<std::string>{"NCHW", "NHWC"};

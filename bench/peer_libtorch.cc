@@ -74,6 +74,7 @@ class TorchRunner : public Runner {
         p.layout == "NHWC" ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
     x_ = from(in.x, p.shape).contiguous(fmt);
     dy_ = from(in.dy, p.shape).contiguous(fmt);
+    if (op == Op::kForwardAddRelu) z_ = from(in.z, p.shape).contiguous(fmt);
     const std::vector<int64_t> c{p.channels()};
     w_ = from(in.weight, c);
     b_ = from(in.bias, c);
@@ -92,6 +93,11 @@ class TorchRunner : public Runner {
     if (op_ == Op::kBackward) {
       std::tie(dx_, dw_, db_) = at::native_batch_norm_backward(dy_, x_, w_, rm_, rv_, sm_, si_,
                                                                true, 1e-5, {true, true, true});
+    } else if (op_ == Op::kForwardAddRelu) {
+      // What a PyTorch ResNet block does: batch_norm, then add_ and relu_ in place.
+      at::Tensor sm, si;
+      std::tie(y_, sm, si) = at::native_batch_norm(x_, w_, b_, rm_, rv_, true, 0.1, 1e-5);
+      y_.add_(z_).relu_();
     } else {
       at::Tensor sm, si;
       std::tie(y_, sm, si) =
@@ -105,7 +111,7 @@ class TorchRunner : public Runner {
 
  private:
   Op op_;
-  at::Tensor x_, dy_, w_, b_, rm_, rv_, y_, sm_, si_, dx_, dw_, db_;
+  at::Tensor x_, dy_, z_, w_, b_, rm_, rv_, y_, sm_, si_, dx_, dw_, db_;
 };
 
 class TorchPeer : public Peer {

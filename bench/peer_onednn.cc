@@ -125,6 +125,10 @@ class OnednnPeer : public Peer {
   std::vector<std::string> layouts_4d() const override { return {"NCHW", "NHWC", "nChw16c"}; }
   std::unique_ptr<Runner> make(const Problem& p, Op op, const Inputs& in,
                                std::string& why) override {
+    if (op == Op::kForwardAddRelu) {
+      why = "oneDNN has no BN + Add + ReLU on CPU (fuse_norm_add_relu is GPU-only)";
+      return nullptr;
+    }
     if (p.layout == "nChw16c" && p.channels() % 16 != 0) {
       why = "C not a multiple of 16";
       return nullptr;

@@ -445,10 +445,11 @@ HWY_INLINE void add_relu_run(const T* HWY_RESTRICT x, const T* HWY_RESTRICT z,
                              const double* HWY_RESTRICT k2, T* HWY_RESTRICT out,
                              uint8_t* HWY_RESTRICT mask, int64_t len) {
   const DD dd;
+  const hn::Rebind<int32_t, DD> di;
+  const hn::Rebind<uint8_t, DD> du8;
   const VD zero = hn::Zero(dd), one = hn::Set(dd, 1.0);
   const VD bm = hn::Set(dd, PerLane ? 0.0 : m[0]), b1 = hn::Set(dd, PerLane ? 0.0 : k1[0]);
   const VD b2 = hn::Set(dd, PerLane ? 0.0 : k2[0]);
-  HWY_ALIGN double bits[kLanes];
   int64_t i = 0;
   for (; i + kLanes <= len; i += kLanes) {
     const VD vm = PerLane ? hn::LoadU(dd, m + i) : bm;
@@ -456,8 +457,9 @@ HWY_INLINE void add_relu_run(const T* HWY_RESTRICT x, const T* HWY_RESTRICT z,
     const VD v2 = PerLane ? hn::LoadU(dd, k2 + i) : b2;
     VD r = hn::Add(hn::Mul(hn::Sub(load_d(dd, x + i), vm), v1), v2);
     if (z) r = hn::Add(r, load_d(dd, z + i));
-    hn::Store(hn::IfThenElseZero(hn::Gt(r, zero), one), dd, bits);
-    for (int64_t j = 0; j < kLanes; ++j) mask[i + j] = bits[j] != 0.0;
+    // 1.0/0.0 → int32 → uint8: the mask bytes of kLanes elements in one store.
+    const auto bits = hn::DemoteTo(di, hn::IfThenElseZero(hn::Gt(r, zero), one));
+    hn::StoreU(hn::DemoteTo(du8, bits), du8, mask + i);
     store_d(dd, hn::IfThenZeroElse(hn::Le(r, zero), r), out + i);  // NaN stays NaN, as relu
   }
   for (; i < len; ++i) {
