@@ -293,10 +293,11 @@ void experiment_learning_rates(Context& ctx) {
   }
   series[0].name = "without BN";
   series[1].name = "with BN";
-  plot_lines(ctx.args.out + "/learning_rates",
-             {fmt::format("Test accuracy after {} steps vs learning rate", cfg.steps),
-              "learning rate (SGD)", "test accuracy", true, "set yrange [0:1]\nset key center left"},
-             series);
+  plot_lines(
+      ctx.args.out + "/learning_rates",
+      {fmt::format("Test accuracy after {} steps vs learning rate", cfg.steps),
+       "learning rate (SGD)", "test accuracy", true, "set yrange [0:1]\nset key center left"},
+      series);
   const bool held = largest[1] > largest[0];
   ctx.md += fmt::format(R"(## 3. BN tolerates higher learning rates
 
