@@ -250,14 +250,11 @@ void forward_train_core(const char* fn, const Tensor& x, const Tensor* z, const 
   check_elementwise_out(fn, "y", y, "x", x, p, /*may_alias=*/true);
   check_forward_out_shapes(fn, p, save_mean, save_invstd);
   if (z) check_residual(fn, *z, x, y, p);
-  const std::pair<const char*, const Tensor*> params[] = {{"weight", &weight},
-                                                          {"bias", &bias},
-                                                          {"running_mean", &running_mean},
-                                                          {"running_var", &running_var}};
-  for (const auto& [name, t] : params) {
-    if (t->defined() && y.overlaps(*t))
-      throw ValueError(fmt::format("{}: y must not overlap {}", fn, name));
-  }
+  check_no_overlap(fn, "y", y,
+                   {{"weight", &weight},
+                    {"bias", &bias},
+                    {"running_mean", &running_mean},
+                    {"running_var", &running_var}});
   check_no_overlap(fn, "save_mean", save_mean,
                    {{"x", &x},
                     {"y", &y},

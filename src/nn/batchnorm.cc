@@ -70,11 +70,8 @@ Tensor BatchNorm::forward(const Tensor& x) {
   double factor = 0.0;
   const bool update = training_ && options_.track_running_stats;
   if (update) {
-    // Validate before counting, so a rejected batch leaves num_batches_tracked unchanged.
-    if (x.numel() / std::max<int64_t>(x.size(1), 1) <= 1) {
-      // Let the functional call produce PyTorch's message.
-      batch_norm_forward_train(x, w, b, Tensor(), Tensor(), 0.0, options_.eps);
-    }
+    // PyTorch increments first and uses 1/num_batches_tracked; bnorm counts only after the call
+    // succeeded, so a rejected batch leaves the counter unchanged.
     factor = options_.momentum ? *options_.momentum
                                : 1.0 / static_cast<double>(num_batches_tracked_ + 1);
   }

@@ -12,6 +12,7 @@
 // foreach_target must come first.
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "bnorm/parallel.h"
@@ -397,31 +398,36 @@ HWY_INLINE void elementwise_run(const T* HWY_RESTRICT x, const T* HWY_RESTRICT d
 // the cache would first read every line (write-allocate), a third more traffic for normalize.
 constexpr std::size_t kStreamBytes = std::size_t{16} << 20;
 
-template <bool Dx, bool Stream, typename T>
-void elementwise_layout(const BatchNormProblem& p, const T* x, const T* dy, const double* m,
-                        const double* k1, const double* k2, const double* k3, T* out) {
-  const int64_t n = p.n, c = p.c, hw = p.hw;
+// Calls run(per_lane, base, ch, len) for every NCHW plane (per_lane = std::false_type, ch = the
+// plane's channel, len = HW) or NHWC row (std::true_type, ch = 0, len = C), in parallel; with
+// Flush, each thread fences its non-temporal stores at the end of its chunk.
+template <bool Flush = false, typename Run>
+void for_each_run(const BatchNormProblem& p, Run run) {
+  const int64_t c = p.c, hw = p.hw;
   if (p.layout == Layout::kNCHW) {
     const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(hw, 1));
-    parallel_for(0, n * c, grain, [=](int64_t i0, int64_t i1) {
-      for (int64_t plane = i0; plane < i1; ++plane) {
-        const int64_t ch = plane % c, base = plane * hw;
-        elementwise_run<Dx, false, Stream>(x + base, Dx ? dy + base : nullptr, m + ch, k1 + ch,
-                                           k2 + ch, Dx ? k3 + ch : nullptr, out + base, hw);
-      }
-      if (Stream) hwy::FlushStream();
+    parallel_for(0, p.n * c, grain, [=](int64_t i0, int64_t i1) {
+      for (int64_t plane = i0; plane < i1; ++plane)
+        run(std::false_type{}, plane * hw, plane % c, hw);
+      if (Flush) hwy::FlushStream();
     });
   } else {
     const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(c, 1));
-    parallel_for(0, n * hw, grain, [=](int64_t i0, int64_t i1) {
-      for (int64_t rw = i0; rw < i1; ++rw) {
-        const int64_t base = rw * c;
-        elementwise_run<Dx, true, Stream>(x + base, Dx ? dy + base : nullptr, m, k1, k2, k3,
-                                          out + base, c);
-      }
-      if (Stream) hwy::FlushStream();
+    parallel_for(0, p.n * hw, grain, [=](int64_t i0, int64_t i1) {
+      for (int64_t rw = i0; rw < i1; ++rw) run(std::true_type{}, rw * c, int64_t{0}, c);
+      if (Flush) hwy::FlushStream();
     });
   }
+}
+
+template <bool Dx, bool Stream, typename T>
+void elementwise_layout(const BatchNormProblem& p, const T* x, const T* dy, const double* m,
+                        const double* k1, const double* k2, const double* k3, T* out) {
+  for_each_run<Stream>(p, [=](auto per_lane, int64_t base, int64_t ch, int64_t len) {
+    elementwise_run<Dx, decltype(per_lane)::value, Stream>(x + base, Dx ? dy + base : nullptr,
+                                                           m + ch, k1 + ch, k2 + ch,
+                                                           Dx ? k3 + ch : nullptr, out + base, len);
+  });
 }
 
 template <bool Dx, typename T>
@@ -474,25 +480,10 @@ HWY_INLINE void add_relu_run(const T* HWY_RESTRICT x, const T* HWY_RESTRICT z,
 template <typename T>
 void normalize_add_relu_t(const BatchNormProblem& p, const T* x, const T* z, const double* m,
                           const double* k1, const double* k2, T* out, uint8_t* mask) {
-  const int64_t n = p.n, c = p.c, hw = p.hw;
-  if (p.layout == Layout::kNCHW) {
-    const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(hw, 1));
-    parallel_for(0, n * c, grain, [=](int64_t i0, int64_t i1) {
-      for (int64_t plane = i0; plane < i1; ++plane) {
-        const int64_t ch = plane % c, base = plane * hw;
-        add_relu_run<false>(x + base, z ? z + base : nullptr, m + ch, k1 + ch, k2 + ch, out + base,
-                            mask + base, hw);
-      }
-    });
-  } else {
-    const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(c, 1));
-    parallel_for(0, n * hw, grain, [=](int64_t i0, int64_t i1) {
-      for (int64_t rw = i0; rw < i1; ++rw) {
-        const int64_t base = rw * c;
-        add_relu_run<true>(x + base, z ? z + base : nullptr, m, k1, k2, out + base, mask + base, c);
-      }
-    });
-  }
+  for_each_run(p, [=](auto per_lane, int64_t base, int64_t ch, int64_t len) {
+    add_relu_run<decltype(per_lane)::value>(x + base, z ? z + base : nullptr, m + ch, k1 + ch,
+                                            k2 + ch, out + base, mask + base, len);
+  });
 }
 
 void NormalizeAddRelu(const BatchNormProblem& p, const void* x, const void* z, const double* mean,
