@@ -1,5 +1,6 @@
 // The canonical order in which every optimized batch-norm kernel adds up a channel, so that
-// results depend on the shape alone. See Note [Canonical reduction order].
+// results depend on the shape alone; block_sums_scalar is its executable definition.
+// See Note [Canonical reduction order].
 #pragma once
 
 #include <algorithm>
@@ -11,30 +12,36 @@ namespace bnorm::kernels {
 // A channel is the N×HW array x(n, s). It is cut into blocks that depend only on (N, HW):
 //   HW ≤ kBlockElems (1024): blocks of R = kBlockElems / HW whole rows;
 //   HW > kBlockElems: each row cut into segments of kBlockElems positions (the last shorter).
-// 1024 positions keep an NHWC block of 64 float channels at 256 KiB (L2) and an NCHW block at
-// 4 KiB (L1) for the statistics' second sweep.
-// Inside a block, element (n, s) goes to accumulator slot s mod 32 (the block-relative linear index
-// mod 32 when HW < 32, see slot_of); each slot adds its elements in
-// ascending (n, s) order, in double. A block's value is the pairwise sum of its 32 slots;
-// the channel's value is the pairwise sum of its blocks (split at nb/2, recursively).
-// Statistics use the same blocks: per block, a first sweep adds x − K (K = the block's first
-// element, (n0, s0)) to get the block mean, a second sweep over the same block — still in cache —
-// adds (x − mean)²; blocks merge with Chan's formula (merge_moments) in the
-// same pairwise tree. So x is read from memory once, yet every variance is a two-pass one.
-// Why it works for both layouts: NCHW streams a row s = s0, s0+1, … and keeps the 32 slots in
-// vector lanes (32 slots = 4 independent AVX-512 add chains, enough to hide the add latency);
-// NHWC streams channels and keeps 32 slot rows of per-channel accumulators; both
-// add exactly the same terms to each slot in the same order. Why it is accurate: each slot adds at
-// most kBlockElems/32 = 32 terms, then the tree adds log2(blocks) levels, so the rounding error is
-// about (32 + 5 + log2 nb)·2^-53 relative to Σ|terms| — 1e-13 even at 1e9 elements per channel.
-inline constexpr int64_t kSlots = 32;
+// Inside a block, element (n, s) goes to accumulator slot s mod 8 (for HW ≥ 8; segments start at
+// multiples of 1024, so that is also the segment-relative index mod 8), or the block-relative
+// linear index (n − n0)·HW + s mod 8 (HW < 8, so that 2-d input, HW = 1, still spreads over 8
+// slots). Each slot adds its terms in ascending (n, s) order, in double; a block's value is the
+// pairwise tree of its 8 slots ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)); the channel's
+// value is the pairwise sum of its blocks (split at nb/2, recursively).
+//
+// Statistics: per block, one sweep adds d = x − K and d² (K = the block's first element, (n0, s0)),
+// so x is read once; the block's mean is K + Σd/L and its m2 = Σd² − (Σd)²/L (L elements); blocks
+// merge with Chan's formula (merge_moments) in the same pairwise tree. Why one sweep is accurate:
+// K is an element of the block, so (mean − K)² ≤ m2 and Σd² ≤ (L + 1)·m2; the cancellation in
+// Σd² − (Σd)²/L costs at most a factor L + 1 on the rounding of Σd² (each slot adds L/8 ≤ 128
+// terms): a relative error below 128·1025·2^-53 ≈ 1.5e-11 in the worst case (a block whose first
+// element is an outlier), ~1e-15 on ordinary data, far below float32's 6e-8. A constant block has
+// d = 0: mean exactly K, m2 exactly 0.
+//
+// Why 8 slots, and why the order serves both layouts: NCHW streams a row s = s0, s0 + 1, … and
+// keeps the 8 slots in the 8 double lanes of one AVX-512 vector (2 AVX2, 4 SSE4 vectors); the
+// add latency is hidden by interleaving 4 channels (independent chains), not by more slots. NHWC
+// walks down the positions of a block with SIMD lanes over channels and keeps a channel vector's
+// 8 slots (× 2 sums) in 16 registers: the per-channel state stays in registers, where 32 slots
+// (this note's previous choice) forced it through L1 on every element. Both add exactly the
+// same terms to each slot in the same order.
+inline constexpr int64_t kSlots = 8;
 inline constexpr int64_t kBlockElems = 1024;
 static_assert(kBlockElems % kSlots == 0, "segments must start at slot 0");
 
-/// The accumulator slot of element (n, s) of a block starting at row n0: s mod 32 for rows of at
-/// least 32 positions; for shorter rows (HW < 32, never cut into segments) the block-relative
-/// linear index (n − n0)·HW + s mod 32, so that 2-d input (HW = 1) still spreads over 32
-/// independent slots instead of one long dependency chain.
+/// The accumulator slot of element (n, s) of a block starting at row n0: s mod 8 for rows of at
+/// least 8 positions; for shorter rows (HW < 8, never cut into segments) the block-relative
+/// linear index (n − n0)·HW + s mod 8.
 inline int64_t slot_of(int64_t hw, int64_t n_rel, int64_t s) {
   return hw >= kSlots ? (s & (kSlots - 1)) : ((n_rel * hw + s) & (kSlots - 1));
 }
@@ -81,6 +88,18 @@ struct BlockMoments {
   double count, mean, m2;
 };
 
+/// The pairwise tree of the kSlots accumulators of a block: (a0 + a1) + (a2 + a3), … .
+inline double sum_slots(const double* a) {
+  static_assert(kSlots == 8, "the unrolled tree below assumes 8 slots");
+  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+/// A block's moments from its shifted sums: k = its first element, s1 = Σ(x − k),
+/// s2 = Σ(x − k)² (each the tree of its slots). m2 is clamped at 0 against rounding.
+inline BlockMoments block_moments(double count, double k, double s1, double s2) {
+  return {count, k + s1 / count, std::max(0.0, s2 - s1 * (s1 / count))};
+}
+
 /// Merges blocks v[0..count) pairwise (split at count/2) with Chan et al.'s update:
 /// n = na + nb, δ = mean_b − mean_a, mean = mean_a + δ·nb/n, m2 = m2_a + m2_b + δ²·na·nb/n.
 /// Equal means (a constant channel) merge to exactly that mean and m2 = 0.
@@ -101,17 +120,62 @@ inline double sum_blocks(const double* v, int64_t count) {
   return sum_blocks(v, half) + sum_blocks(v + half, count - half);
 }
 
-/// The pairwise sum of the kSlots accumulators of a block: the same tree as sum_blocks(a, 32)
-/// (adjacent pairs, then pairs of pairs, …), written as levels so it inlines (it runs per block
-/// and channel).
-inline double sum_slots(const double* a) {
-  static_assert(kSlots == 32, "the unrolled tree below assumes 32 slots");
-  double t[16];
-  for (int i = 0; i < 16; ++i) t[i] = a[2 * i] + a[2 * i + 1];
-  for (int i = 0; i < 8; ++i) t[i] = t[2 * i] + t[2 * i + 1];
-  for (int i = 0; i < 4; ++i) t[i] = t[2 * i] + t[2 * i + 1];
-  for (int i = 0; i < 2; ++i) t[i] = t[2 * i] + t[2 * i + 1];
-  return t[0] + t[1];
+/// The two sums of one (channel, block) in the canonical order, and the shift they used.
+struct BlockSums {
+  double sum[2];
+  double shift;
+};
+
+/// A channel's mean and biased variance from the BlockSums of its nb blocks (statistics: shift
+/// = the block's first element); `scratch` holds nb BlockMoments.
+inline void finish_stats(const BlockPlan& plan, int64_t hw, const BlockSums* sums, int64_t nb,
+                         BlockMoments* scratch, double* mean, double* var) {
+  for (int64_t b = 0; b < nb; ++b) {
+    const BlockRange r = plan.range(b, hw);
+    const double count = static_cast<double>((r.n1 - r.n0) * (r.s1 - r.s0));
+    scratch[b] = block_moments(count, sums[b].shift, sums[b].sum[0], sums[b].sum[1]);
+  }
+  const BlockMoments all = merge_moments(scratch, nb);
+  *mean = all.mean;
+  *var = all.m2 / all.count;
+}
+
+/// A channel's two backward sums from the BlockSums of its nb blocks; `scratch` holds nb doubles.
+inline void finish_sums(const BlockSums* sums, int64_t nb, double* scratch, double* sum1,
+                        double* sum2) {
+  for (int j = 0; j < 2; ++j) {
+    for (int64_t b = 0; b < nb; ++b) scratch[b] = sums[b].sum[j];
+    *(j == 0 ? sum1 : sum2) = sum_blocks(scratch, nb);
+  }
+}
+
+/// The two sums of one block of one channel in the canonical order, element (n, s) at
+/// x[n·stride_n + s·stride_s] (stride_n = C·HW and stride_s = 1 for NCHW, HW·C and C for NHWC):
+///   Backward = false: out = {Σ(x − shift), Σ(x − shift)²}        (statistics; shift = K)
+///   Backward = true:  out = {Σdy, Σdy·(x − shift)}               (backward; shift = mean)
+/// The executable definition of Note [Canonical reduction order]: the portable implementation
+/// and the SIMD kernels' scalar leftovers call it, and the SIMD paths must match it bit for bit.
+template <bool Backward, typename T>
+void block_sums_scalar(const T* x, const T* dy, int64_t stride_n, int64_t stride_s, int64_t hw,
+                       const BlockRange& r, double shift, double out[2]) {
+  double a1[kSlots] = {}, a2[kSlots] = {};
+  for (int64_t n = r.n0; n < r.n1; ++n) {
+    for (int64_t s = r.s0; s < r.s1; ++s) {
+      const int64_t i = n * stride_n + s * stride_s;
+      const int64_t slot = slot_of(hw, n - r.n0, s);
+      const double d = static_cast<double>(x[i]) - shift;
+      if constexpr (Backward) {
+        const double g = static_cast<double>(dy[i]);
+        a1[slot] += g;
+        a2[slot] += g * d;
+      } else {
+        a1[slot] += d;
+        a2[slot] += d * d;
+      }
+    }
+  }
+  out[0] = sum_slots(a1);
+  out[1] = sum_slots(a2);
 }
 
 }  // namespace bnorm::kernels
