@@ -29,9 +29,14 @@ const Case kCases[] = {{2, 1, 1},
                        {2, 3, 4097},
                        {1, 2, 9000},
                        {33, 129, 3},
-                       // NHWC statistics take the memory-accumulator path for these two:
+                       // NHWC: several 64-channel chunks walked by channel vectors.
                        {2, 300, 3},
-                       {2, 80, 40}};
+                       {2, 80, 40},
+                       // NHWC rows of at most 64 channels, read row by row; NCHW groups of 4
+                       // channels with a masked row tail (49 = 6·8 + 1, 1030 = 1024 + 6).
+                       {3, 64, 49},
+                       {2, 40, 1030},
+                       {300, 16, 1}};
 
 // Stores logical-order `v` into the problem's layout.
 template <typename T>
