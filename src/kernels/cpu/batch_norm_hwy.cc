@@ -154,27 +154,52 @@ HWY_NOINLINE void nchw_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   }
 }
 
-// NHWC work items are (block, chunk of kChunk channels = 4 cache lines of float per position).
-// A channel vector walks kWalk positions at a time with its 8 slots × 2 sums in 16 registers,
-// then the next channel vector walks the same positions: 64 positions × 256 B = 16 KiB, so the
-// second half of every cache line is still in L1. The accumulators rest in memory between walks
-// (32 loads and stores per 64 × kLanes elements).
-constexpr int64_t kChunk = 64;
+// NHWC work items are (block, range of channels); a block's positions are one contiguous range
+// of memory rows. When the range is the whole row and at most kRowMajorChannels wide, the block
+// is read row by row with every channel's 8 slots × 2 sums in L1. Otherwise it is read in units
+// of kWalk positions: for each unit, every channel vector of the range walks the unit's
+// positions with its 8 × 2 accumulators in 16 registers (loaded from and stored to `acc`, which
+// holds the range's accumulators, once per unit: 32 loads and stores per 64 × kLanes elements),
+// and the next unit is prefetched meanwhile.
+constexpr int64_t kRowMajorChannels = 64;
 constexpr int64_t kWalk = 64;
 static_assert(kWalk % kSlots == 0, "walks must start at slot 0");
 
+// Channels rounded up to whole 64-byte vectors of double: the row stride of NHWC accumulators.
+inline int64_t padded_channels(int64_t cw) { return (cw + 7) / 8 * 8; }
+
+// Prefetches the cache lines of one walk unit in memory order, one per call to step(): rows
+// `rows[0..count)`, each `lines` lines from its pointer.
+template <typename T>
+struct UnitPrefetcher {
+  const T* rows[kWalk];
+  int64_t count = 0, lines = 0, k = 0, line = 0;
+  static constexpr int64_t kLineElems = 64 / static_cast<int64_t>(sizeof(T));
+  HWY_INLINE void step() {
+    if (k == count) return;
+    hwy::Prefetch(rows[k] + line * kLineElems);
+    if (++line == lines) {
+      line = 0;
+      ++k;
+    }
+  }
+};
+
 // Adds the terms of positions q0 ≤ q < q1 of one run (slot q mod 8) for one channel vector;
-// x and dy point at the run's first position, c is the position stride. Each step also issues
-// the next prefetch of `pf` (see nhwc_block_sums) while any is left.
+// x and dy point at the run's first position, c is the position stride. Every other step also
+// advances the prefetchers of the next unit.
 template <bool Backward, typename T>
 HWY_INLINE void nhwc_walk(const T* HWY_RESTRICT x, const T* HWY_RESTRICT dy, int64_t c, int64_t q0,
                           int64_t q1, VD sh, VD (&a1)[kSlots], VD (&a2)[kSlots],
-                          const T* const*& pf, const T* const* pf_end) {
+                          UnitPrefetcher<T>& px, UnitPrefetcher<T>& pg) {
   const DD dd;
   int64_t q = q0;
   for (; q + kSlots <= q1; q += kSlots) {
     for (int64_t j = 0; j < kSlots; ++j) {
-      if (pf != pf_end) hwy::Prefetch(*pf++);
+      if (j % 2 == 0) {
+        px.step();
+        if (Backward) pg.step();
+      }
       const int64_t o = (q + j) * c;
       add_terms<Backward>(load_d(dd, x + o), Backward ? load_d(dd, dy + o) : sh, sh, a1[j], a2[j]);
     }
@@ -188,17 +213,17 @@ HWY_INLINE void nhwc_walk(const T* HWY_RESTRICT x, const T* HWY_RESTRICT dy, int
 
 // The sums of block r for channels [c0, c0 + cw) of an NHWC tensor. The block's positions come
 // as runs whose slots count up from 0 (see slot_of): each row segment (HW ≥ 8), or the whole
-// block (HW < 8, where consecutive rows are consecutive positions). `acc` holds 2 × 8 × kChunk
-// doubles.
+// block (HW < 8, where consecutive rows are consecutive positions). `acc` holds 2 × 8 × cw
+// doubles with rows padded to padded_channels(cw), `shift` cw.
 template <bool Backward, typename T>
 HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRICT x,
                                   const T* HWY_RESTRICT dy, const double* HWY_RESTRICT mean,
                                   int64_t c0, int64_t cw, const BlockRange r,
-                                  double* HWY_RESTRICT acc, BlockSums* HWY_RESTRICT out) {
+                                  double* HWY_RESTRICT acc, double* HWY_RESTRICT shift,
+                                  BlockSums* HWY_RESTRICT out) {
   const DD dd;
   const int64_t c = p.c, hw = p.hw;
   const int64_t first = r.n0 * hw + r.s0;  // position of element (n0, s0)
-  HWY_ALIGN double shift[kChunk];
   for (int64_t i = 0; i < cw; ++i) {
     shift[i] = Backward ? mean[c0 + i] : static_cast<double>(x[first * c + c0 + i]);
     out[i].shift = shift[i];
@@ -207,59 +232,21 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   const bool linear = hw < kSlots;
   const int64_t rows = linear ? 1 : r.n1 - r.n0, len = linear ? (r.n1 - r.n0) * hw : r.s1 - r.s0;
   const int64_t start = first, stride = hw;
-  // Walk units: several whole short rows, or kWalk-position pieces of a long one. Unit u covers
-  // rows [u·rows_per_unit, …) whole (short rows), or row u / pieces, positions from
-  // (u mod pieces)·kWalk (long rows).
-  const bool short_rows = len <= kWalk;
-  const int64_t rows_per_unit = short_rows ? kWalk / len : 1;
-  const int64_t pieces = short_rows ? 1 : (len + kWalk - 1) / kWalk;
-  const int64_t units = short_rows ? (rows + rows_per_unit - 1) / rows_per_unit : rows * pieces;
-  struct Unit {
-    int64_t row, row_end, q0, q1;
-  };
-  auto unit = [&](int64_t u) -> Unit {
-    if (short_rows) return {u * rows_per_unit, std::min(rows, (u + 1) * rows_per_unit), 0, len};
-    const int64_t q0 = u % pieces * kWalk;
-    return {u / pieces, u / pieces + 1, q0, std::min(len, q0 + kWalk)};
-  };
   const int64_t cv = cw / kLanes * kLanes;
-  double* HWY_RESTRICT acc2 = acc + kSlots * kChunk;
-  std::fill(acc, acc + 2 * kSlots * kChunk, 0.0);
-  // A walk reads one cache line per position, C·sizeof(T) bytes apart: a pattern the hardware
-  // prefetchers follow poorly from DRAM (a 16 KiB region read column by column: 11 GB/s on two
-  // threads, against 31 GB/s sequentially). The backward sums therefore prefetch the lines of
-  // the next unit while this one is walked, one prefetch per walk step, in memory order (issued
-  // column by column: 11 GB/s; all at once: 8 GB/s; one per step in memory order: 22 GB/s, the
-  // walk's in-cache speed). 32×64×112×112 backward sums by walks: 12.5 → 10.2 ms. The statistics,
-  // with half the data per step, ran slower with it (1.43 → 1.76 ms on 32×1024×14×14): none there.
-  const int64_t line_elems = 64 / static_cast<int64_t>(sizeof(T));
-  const T* pf_list[kWalk * (kChunk * sizeof(double) / 64) * 2];
-  auto list_prefetches = [&](const Unit& w) {
-    int64_t k = 0;
-    for (int64_t rr = w.row; rr < w.row_end; ++rr) {
-      for (int64_t q = w.q0; q < w.q1; ++q) {
-        const int64_t base = (start + rr * stride + q) * c + c0;
-        for (int64_t i = 0; i < cw; i += line_elems) {
-          pf_list[k++] = x + base + i;
-          if (Backward) pf_list[k++] = dy + base + i;
-        }
-      }
-    }
-    return k;
-  };
-  if (c == cw) {
-    // The chunk is the whole row (C ≤ kChunk): the block is one contiguous range of memory, read
-    // in order, position by position, with the 8 × 2 slot accumulators of every channel in L1
-    // (8 KiB). Sequential reads keep the hardware prefetchers streaming; the walks below read
-    // one line per position. Measured (2 threads, medians of 6 alternating runs): 32×64×112×112
-    // statistics 7.0 → 4.1 ms, backward sums 12.9 → 7.5 ms. For wider C the walks win
-    // (32×512×28×28 statistics: 2.7 ms walks, 4.7 ms row by row over 64-channel chunks).
+  const int64_t cs = padded_channels(cw);  // accumulator row stride, whole aligned vectors
+  double* HWY_RESTRICT acc2 = acc + kSlots * cs;
+  std::fill(acc, acc + 2 * kSlots * cs, 0.0);
+  if (cw == c && c <= kRowMajorChannels) {
+    // The block is one contiguous range of memory, read in order, position by position, with the
+    // 8 × 2 slot accumulators of every channel in L1 (8 KiB): the hardware prefetchers stream
+    // it. Measured (2 threads, medians of 6 alternating runs) against walks over the same
+    // 64-channel rows: 32×64×112×112 statistics 7.0 → 4.1 ms, backward sums 12.9 → 7.5 ms.
     for (int64_t rr = 0; rr < rows; ++rr) {
       const T* HWY_RESTRICT xr = x + (start + rr * stride) * c + c0;
       const T* HWY_RESTRICT gr = Backward ? dy + (start + rr * stride) * c + c0 : nullptr;
       for (int64_t q = 0; q < len; ++q) {
-        double* HWY_RESTRICT b1 = acc + (q & (kSlots - 1)) * kChunk;
-        double* HWY_RESTRICT b2 = acc2 + (q & (kSlots - 1)) * kChunk;
+        double* HWY_RESTRICT b1 = acc + (q & (kSlots - 1)) * cs;
+        double* HWY_RESTRICT b2 = acc2 + (q & (kSlots - 1)) * cs;
         const T* HWY_RESTRICT xq = xr + q * c;
         const T* HWY_RESTRICT gq = Backward ? gr + q * c : nullptr;
         for (int64_t i = 0; i < cv; i += kLanes) {
@@ -272,36 +259,75 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
       }
     }
   } else {
+    // Walk units: several whole short rows, or kWalk-position pieces of a long one.
+    const bool short_rows = len <= kWalk;
+    const int64_t rows_per_unit = short_rows ? kWalk / len : 1;
+    const int64_t pieces = short_rows ? 1 : (len + kWalk - 1) / kWalk;
+    const int64_t units = short_rows ? (rows + rows_per_unit - 1) / rows_per_unit : rows * pieces;
+    struct Unit {
+      int64_t row, row_end, q0, q1;
+    };
+    auto unit = [&](int64_t u) -> Unit {
+      if (short_rows) return {u * rows_per_unit, std::min(rows, (u + 1) * rows_per_unit), 0, len};
+      const int64_t q0 = u % pieces * kWalk;
+      return {u / pieces, u / pieces + 1, q0, std::min(len, q0 + kWalk)};
+    };
+    // A walk reads one cache line per position, C·sizeof(T) bytes apart, a pattern the hardware
+    // prefetchers follow poorly from DRAM (a 16 KiB region read column by column: 11 GB/s on two
+    // threads, 31 GB/s sequentially); so the next unit's lines are prefetched during the walks,
+    // one every other step, in memory order (column by column: 11 GB/s; all at the start of the
+    // unit: 8 GB/s; in memory order, spread over the walks: 22 GB/s, the walk's in-cache speed).
+    // With whole rows per item (below), against 64-channel items without prefetch, medians of 6
+    // alternating runs: 32×512×28×28 statistics 3.0 → 2.7 ms, backward sums 7.0 → 5.1 ms;
+    // 65536×256 statistics 4.2 → 3.1 ms, backward sums 9.3 → 6.4 ms.
+    UnitPrefetcher<T> px, pg;
+    const int64_t lines = (cw * static_cast<int64_t>(sizeof(T)) + 63) / 64;
+    auto plan_prefetch = [&](const Unit& w) {
+      px.k = pg.k = px.line = pg.line = 0;
+      px.lines = pg.lines = lines;
+      int64_t n = 0;
+      for (int64_t rr = w.row; rr < w.row_end; ++rr) {
+        for (int64_t q = w.q0; q < w.q1 && n < kWalk; ++q, ++n) {
+          const int64_t o = (start + rr * stride + q) * c + c0;
+          px.rows[n] = x + o;
+          if (Backward) pg.rows[n] = dy + o;
+        }
+      }
+      px.count = pg.count = n;
+    };
     for (int64_t u = 0; u < units; ++u) {
       const Unit w = unit(u);
-      const T* const* pf = pf_list;
-      const T* const* pf_end =
-          pf_list + (Backward && u + 1 < units ? list_prefetches(unit(u + 1)) : 0);
+      if (u + 1 < units) {
+        plan_prefetch(unit(u + 1));
+      } else {
+        px.k = pg.k = px.count = pg.count = 0;
+      }
       for (int64_t i = 0; i < cv; i += kLanes) {
         VD a1[kSlots], a2[kSlots];
         for (int64_t j = 0; j < kSlots; ++j) {
-          a1[j] = hn::Load(dd, acc + j * kChunk + i);
-          a2[j] = hn::Load(dd, acc2 + j * kChunk + i);
+          a1[j] = hn::Load(dd, acc + j * cs + i);
+          a2[j] = hn::Load(dd, acc2 + j * cs + i);
         }
         const VD sh = hn::Load(dd, shift + i);
         for (int64_t rr = w.row; rr < w.row_end; ++rr) {
           const int64_t pos = start + rr * stride;
           nhwc_walk<Backward>(x + pos * c + c0 + i, Backward ? dy + pos * c + c0 + i : nullptr, c,
-                              w.q0, w.q1, sh, a1, a2, pf, pf_end);
+                              w.q0, w.q1, sh, a1, a2, px, pg);
         }
         for (int64_t j = 0; j < kSlots; ++j) {
-          hn::Store(a1[j], dd, acc + j * kChunk + i);
-          hn::Store(a2[j], dd, acc2 + j * kChunk + i);
+          hn::Store(a1[j], dd, acc + j * cs + i);
+          hn::Store(a2[j], dd, acc2 + j * cs + i);
         }
       }
-      while (pf != pf_end) hwy::Prefetch(*pf++);  // more lines than walk steps (narrow chunks)
+      while (px.k != px.count) px.step();  // more lines than walk steps (narrow ranges)
+      while (Backward && pg.k != pg.count) pg.step();
     }
   }
   double s1[kSlots], s2[kSlots];
   for (int64_t i = 0; i < cv; ++i) {
     for (int64_t j = 0; j < kSlots; ++j) {
-      s1[j] = acc[j * kChunk + i];
-      s2[j] = acc2[j * kChunk + i];
+      s1[j] = acc[j * cs + i];
+      s2[j] = acc2[j * cs + i];
     }
     out[i].sum[0] = sum_slots(s1);
     out[i].sum[1] = sum_slots(s2);
@@ -312,11 +338,12 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
                                 shift[i], out[i].sum);
   }
 }
+
 // The BlockSums of every (channel, block), in parallel over work items fixed by the shape:
 // (group of kGroup channels, block) for NCHW, channel-major, so that consecutive items read
 // consecutive rows of the same channels (block-major order measured the same or up to 15%
-// slower); (block, chunk of kChunk channels) for NHWC. Then finish(c, sums, nb) for every
-// channel, serially.
+// slower); (block, range of channels) for NHWC. Then finish(c, sums, nb) for every channel,
+// serially.
 template <bool Backward, typename T, typename Finish>
 void block_sums_t(const BatchNormProblem& p, const T* x, const T* dy, const double* mean,
                   Finish finish) {
@@ -352,14 +379,24 @@ void block_sums_t(const BatchNormProblem& p, const T* x, const T* dy, const doub
       }
     });
   } else {
-    const int64_t chunks = (p.c + kChunk - 1) / kChunk;
-    parallel_for(0, nb * chunks, 1, [&](int64_t i0, int64_t i1) {
-      auto acc = hwy::AllocateAligned<double>(2 * kSlots * kChunk);
-      BlockSums out[kChunk];
+    // Channel ranges: whole rows (contiguous memory) when there are enough blocks to share
+    // between threads, else rows cut into ranges of a multiple of 64 channels. The split
+    // changes no value: each channel's sums are the same whichever range holds it.
+    const int64_t want = 4 * static_cast<int64_t>(get_num_threads());
+    const int64_t splits = std::min((p.c + 63) / 64, std::max<int64_t>(1, (want + nb - 1) / nb));
+    const int64_t range = ((p.c + splits - 1) / splits + 63) / 64 * 64;
+    const int64_t ranges = (p.c + range - 1) / range;
+    parallel_for(0, nb * ranges, 1, [&](int64_t i0, int64_t i1) {
+      const int64_t width = std::min(range, p.c);
+      auto acc = hwy::AllocateAligned<double>(
+          static_cast<std::size_t>(2 * kSlots * padded_channels(width)));
+      auto shift = hwy::AllocateAligned<double>(static_cast<std::size_t>(width));
+      std::vector<BlockSums> out(static_cast<std::size_t>(width));
       for (int64_t item = i0; item < i1; ++item) {
-        const int64_t b = item / chunks, c0 = (item % chunks) * kChunk;
-        const int64_t cw = std::min(kChunk, p.c - c0);
-        nhwc_block_sums<Backward>(p, x, dy, mean, c0, cw, plan.range(b, p.hw), acc.get(), out);
+        const int64_t b = item / ranges, c0 = (item % ranges) * range;
+        const int64_t cw = std::min(range, p.c - c0);
+        nhwc_block_sums<Backward>(p, x, dy, mean, c0, cw, plan.range(b, p.hw), acc.get(),
+                                  shift.get(), out.data());
         for (int64_t i = 0; i < cw; ++i) partial[(c0 + i) * nb + b] = out[i];
       }
     });
