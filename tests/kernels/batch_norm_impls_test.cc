@@ -36,7 +36,10 @@ const Case kCases[] = {{2, 1, 1},
                        // channels with a masked row tail (49 = 6·8 + 1, 1030 = 1024 + 6).
                        {3, 64, 49},
                        {2, 40, 1030},
-                       {300, 16, 1}};
+                       {300, 16, 1},
+                       // Over 4 MiB (float): NHWC blocks read by walks with prefetch, not row by
+                       // row; 138 = 17 vectors + 2 scalar channels; 4100 = 4·1024 + 4.
+                       {2, 138, 4100}};
 
 // Stores logical-order `v` into the problem's layout.
 template <typename T>

@@ -155,13 +155,30 @@ HWY_NOINLINE void nchw_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
 }
 
 // NHWC work items are (block, range of channels); a block's positions are one contiguous range
-// of memory rows. When the range is the whole row and at most kRowMajorChannels wide, the block
-// is read row by row with every channel's 8 slots × 2 sums in L1. Otherwise it is read in units
-// of kWalk positions: for each unit, every channel vector of the range walks the unit's
-// positions with its 8 × 2 accumulators in 16 registers (loaded from and stored to `acc`, which
-// holds the range's accumulators, once per unit: 32 loads and stores per 64 × kLanes elements),
-// and the next unit is prefetched meanwhile.
-constexpr int64_t kRowMajorChannels = 64;
+// of memory rows. Two ways to read a block (nhwc_row_major picks):
+// - row by row, every channel's 8 slots × 2 sums in L1 (kRowMajorChannels × 128 B = 16 KiB);
+// - in units of kWalk positions: for each unit, every channel vector of the range walks the
+//   unit's positions with its 8 × 2 accumulators in 16 registers (loaded from and stored to
+//   `acc`, which holds the range's accumulators, once per unit: 32 loads and stores per
+//   64 × kLanes elements), while the next unit is prefetched.
+constexpr int64_t kRowMajorChannels = 128;
+
+// Tensors up to 4 MiB: likely in cache, and on 4 KiB pages (Tensor asks for huge pages from
+// 4 MiB), where a walk down 64 positions of a wide row touches 64 pages.
+inline bool nhwc_small(const BatchNormProblem& p, std::size_t elem_size) {
+  return p.n * p.c * p.hw * static_cast<int64_t>(elem_size) <= (int64_t{4} << 20);
+}
+
+// Whether the NHWC reductions read a block row by row (else by walks). Row by row wins when the
+// range is the whole row and at most 64 channels (one contiguous stream the hardware prefetchers
+// follow; 32×64×112×112, against walks: statistics 7.0 → 4.1 ms, backward sums 12.9 → 7.5 ms)
+// and on small tensors (ranges of ≤ 128 channels; 256×1024: statistics 65 → 49 µs, backward
+// sums 120 → 57 µs; 8×2048×7×7 backward sums 358 → 168 µs). From DRAM with wider rows, partial
+// rows read row by row stream badly and the walks win (65536×256: statistics 3.5 ms by walks,
+// 7.8 row by row; 32×512×28×28: 2.7 vs 4.7 ms). Medians of 6 alternating runs, 2 threads.
+inline bool nhwc_row_major(const BatchNormProblem& p, std::size_t elem_size, int64_t cw) {
+  return (cw == p.c && p.c <= 64) || (nhwc_small(p, elem_size) && cw <= kRowMajorChannels);
+}
 constexpr int64_t kWalk = 64;
 static_assert(kWalk % kSlots == 0, "walks must start at slot 0");
 
@@ -236,11 +253,7 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   const int64_t cs = padded_channels(cw);  // accumulator row stride, whole aligned vectors
   double* HWY_RESTRICT acc2 = acc + kSlots * cs;
   std::fill(acc, acc + 2 * kSlots * cs, 0.0);
-  if (cw == c && c <= kRowMajorChannels) {
-    // The block is one contiguous range of memory, read in order, position by position, with the
-    // 8 × 2 slot accumulators of every channel in L1 (8 KiB): the hardware prefetchers stream
-    // it. Measured (2 threads, medians of 6 alternating runs) against walks over the same
-    // 64-channel rows: 32×64×112×112 statistics 7.0 → 4.1 ms, backward sums 12.9 → 7.5 ms.
+  if (nhwc_row_major(p, sizeof(T), cw)) {
     for (int64_t rr = 0; rr < rows; ++rr) {
       const T* HWY_RESTRICT xr = x + (start + rr * stride) * c + c0;
       const T* HWY_RESTRICT gr = Backward ? dy + (start + rr * stride) * c + c0 : nullptr;
@@ -380,11 +393,13 @@ void block_sums_t(const BatchNormProblem& p, const T* x, const T* dy, const doub
     });
   } else {
     // Channel ranges: whole rows (contiguous memory) when there are enough blocks to share
-    // between threads, else rows cut into ranges of a multiple of 64 channels. The split
-    // changes no value: each channel's sums are the same whichever range holds it.
+    // between threads, else rows cut into ranges of a multiple of 64 channels (at most
+    // kRowMajorChannels for small tensors, read row by row). The split changes no value: each
+    // channel's sums are the same whichever range holds it.
     const int64_t want = 4 * static_cast<int64_t>(get_num_threads());
     const int64_t splits = std::min((p.c + 63) / 64, std::max<int64_t>(1, (want + nb - 1) / nb));
-    const int64_t range = ((p.c + splits - 1) / splits + 63) / 64 * 64;
+    int64_t range = ((p.c + splits - 1) / splits + 63) / 64 * 64;
+    if (nhwc_small(p, sizeof(T))) range = std::min(range, kRowMajorChannels);
     const int64_t ranges = (p.c + range - 1) / range;
     parallel_for(0, nb * ranges, 1, [&](int64_t i0, int64_t i1) {
       const int64_t width = std::min(range, p.c);
