@@ -607,12 +607,14 @@ template <bool Dx, bool Stream, typename T>
 void elementwise_layout(const BatchNormProblem& p, const T* x, const T* dy, const double* m,
                         const double* k1, const double* k2, const double* k3, T* out) {
   if (p.layout == Layout::kNHWC) {
-    // Rows in groups of 4 (chunks of a multiple of 4 rows, so the grouping is the same for any
-    // thread count; it does not change any value anyway: every element is independent).
-    constexpr int64_t kRows = 4;
+    // Rows in groups of 4 when the output goes through the cache, one at a time when it streams
+    // (chunks of a multiple of 4 rows either way; every element is independent, so the grouping
+    // changes no value). 4 rows share each coefficient load: 32×2048×7×7 normalize 0.94 →
+    // 0.56 ms, dx 1.60 → 1.18 ms. Streaming, 4 interleaved rows of non-temporal stores ran 2×
+    // slower (16×256×56×56 normalize: 3.96 ms with 4 rows, 2.21 ms with 1).
+    constexpr int64_t kRows = Stream ? 1 : 4;
     const int64_t c = p.c;
-    const int64_t grain =
-        std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(c, 1) / kRows) * kRows;
+    const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(c, 1) / 4) * 4;
     parallel_for(0, p.n * p.hw, grain, [=](int64_t i0, int64_t i1) {
       int64_t rw = i0;
       for (; rw + kRows <= i1; rw += kRows) {
