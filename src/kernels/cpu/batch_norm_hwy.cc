@@ -160,11 +160,11 @@ HWY_NOINLINE void nchw_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
 // - in units of kWalk positions: for each unit, every channel vector of the range walks the
 //   unit's positions with its 8 × 2 accumulators in 16 registers (loaded from and stored to
 //   `acc`, which holds the range's accumulators, once per unit: 32 loads and stores per
-//   64 × kLanes elements), while the next unit is prefetched.
+//   128 × kLanes elements), while the next unit is prefetched.
 constexpr int64_t kRowMajorChannels = 128;
 
 // Tensors up to 4 MiB: likely in cache, and on 4 KiB pages (Tensor asks for huge pages from
-// 4 MiB), where a walk down 64 positions of a wide row touches 64 pages.
+// 4 MiB), where a walk down 128 positions of a wide row touches 128 pages.
 inline bool nhwc_small(const BatchNormProblem& p, std::size_t elem_size) {
   return p.n * p.c * p.hw * static_cast<int64_t>(elem_size) <= (int64_t{4} << 20);
 }
@@ -179,7 +179,10 @@ inline bool nhwc_small(const BatchNormProblem& p, std::size_t elem_size) {
 inline bool nhwc_row_major(const BatchNormProblem& p, std::size_t elem_size, int64_t cw) {
   return (cw == p.c && p.c <= 64) || (nhwc_small(p, elem_size) && cw <= kRowMajorChannels);
 }
-constexpr int64_t kWalk = 64;
+// Positions per walk unit (at least; whole short rows are grouped up to kWalk or more). 128
+// against 64, medians of 6 alternating runs: statistics 32×1024×14×14 1.63 → 1.42 ms,
+// 32×512×28×28 2.78 → 2.51 ms, 65536×256 3.18 → 2.83 ms; backward sums the same or better.
+constexpr int64_t kWalk = 128;
 static_assert(kWalk % kSlots == 0, "walks must start at slot 0");
 
 // Channels rounded up to whole 64-byte vectors of double: the row stride of NHWC accumulators.
@@ -189,7 +192,7 @@ inline int64_t padded_channels(int64_t cw) { return (cw + 7) / 8 * 8; }
 // `rows[0..count)`, each `lines` lines from its pointer.
 template <typename T>
 struct UnitPrefetcher {
-  const T* rows[kWalk];
+  const T* rows[2 * kWalk];  // a unit of short rows has < 2·kWalk positions
   int64_t count = 0, lines = 0, k = 0, line = 0;
   static constexpr int64_t kLineElems = 64 / static_cast<int64_t>(sizeof(T));
   HWY_INLINE void step() {
@@ -272,9 +275,11 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
       }
     }
   } else {
-    // Walk units: several whole short rows, or kWalk-position pieces of a long one.
+    // Walk units: whole short rows, at least kWalk positions together (32×2048×7×7 statistics:
+    // 0.84 → 0.73 ms against at most kWalk, i.e. one 49-position row per unit), or
+    // kWalk-position pieces of a long row.
     const bool short_rows = len <= kWalk;
-    const int64_t rows_per_unit = short_rows ? kWalk / len : 1;
+    const int64_t rows_per_unit = short_rows ? (kWalk + len - 1) / len : 1;
     const int64_t pieces = short_rows ? 1 : (len + kWalk - 1) / kWalk;
     const int64_t units = short_rows ? (rows + rows_per_unit - 1) / rows_per_unit : rows * pieces;
     struct Unit {
@@ -300,7 +305,7 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
       px.lines = pg.lines = lines;
       int64_t n = 0;
       for (int64_t rr = w.row; rr < w.row_end; ++rr) {
-        for (int64_t q = w.q0; q < w.q1 && n < kWalk; ++q, ++n) {
+        for (int64_t q = w.q0; q < w.q1 && n < 2 * kWalk; ++q, ++n) {
           const int64_t o = (start + rr * stride + q) * c + c0;
           px.rows[n] = x + o;
           if (Backward) pg.rows[n] = dy + o;
