@@ -38,8 +38,11 @@ const Case kCases[] = {{2, 1, 1},
                        {2, 40, 1030},
                        {300, 16, 1},
                        // Over 4 MiB (float): NHWC blocks read by walks with prefetch, not row by
-                       // row; 138 = 17 vectors + 2 scalar channels; 4100 = 4·1024 + 4.
-                       {2, 138, 4100}};
+                       // row; 138 = 17 vectors + 2 scalar channels; 4100 = 4·1024 + 4; walk
+                       // units of several 49-position rows; 2-d rows walked linearly.
+                       {2, 138, 4100},
+                       {400, 72, 49},
+                       {20000, 72, 1}};
 
 // Stores logical-order `v` into the problem's layout.
 template <typename T>
