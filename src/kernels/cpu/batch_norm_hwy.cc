@@ -699,62 +699,9 @@ HWY_INLINE void add_relu_run(const T* HWY_RESTRICT x, const T* HWY_RESTRICT z,
   }
 }
 
-// R consecutive NHWC rows of the fused epilogue, each channel vector's coefficients loaded once
-// for the R rows (as elementwise_rows; the output is not streamed here).
-template <int64_t R, typename T>
-HWY_INLINE void add_relu_rows(const T* HWY_RESTRICT x, const T* HWY_RESTRICT z,
-                              const double* HWY_RESTRICT m, const double* HWY_RESTRICT k1,
-                              const double* HWY_RESTRICT k2, T* HWY_RESTRICT out,
-                              uint8_t* HWY_RESTRICT mask, int64_t c) {
-  const DD dd;
-  const hn::Rebind<int32_t, DD> di;
-  const hn::Rebind<uint8_t, DD> du8;
-  const VD zero = hn::Zero(dd), one = hn::Set(dd, 1.0);
-  int64_t i = 0;
-  for (; i + kLanes <= c; i += kLanes) {
-    const VD vm = hn::LoadU(dd, m + i), v1 = hn::LoadU(dd, k1 + i), v2 = hn::LoadU(dd, k2 + i);
-    for (int64_t r = 0; r < R; ++r) {
-      const int64_t o = r * c + i;
-      VD y = hn::Add(hn::Mul(hn::Sub(load_d(dd, x + o), vm), v1), v2);
-      if (z) y = hn::Add(y, load_d(dd, z + o));
-      const auto bits = hn::DemoteTo(di, hn::IfThenElseZero(hn::Gt(y, zero), one));
-      hn::StoreU(hn::DemoteTo(du8, bits), du8, mask + o);
-      store_d(dd, hn::IfThenZeroElse(hn::Le(y, zero), y), out + o);
-    }
-  }
-  for (; i < c; ++i) {
-    for (int64_t r = 0; r < R; ++r) {
-      const int64_t o = r * c + i;
-      double y = (static_cast<double>(x[o]) - m[i]) * k1[i] + k2[i];
-      if (z) y += static_cast<double>(z[o]);
-      mask[o] = y > 0;
-      out[o] = static_cast<T>(y <= 0 ? 0.0 : y);
-    }
-  }
-}
-
 template <typename T>
 void normalize_add_relu_t(const BatchNormProblem& p, const T* x, const T* z, const double* m,
                           const double* k1, const double* k2, T* out, uint8_t* mask) {
-  if (p.layout == Layout::kNHWC) {
-    // 4 rows per coefficient load, as the plain NHWC normalize.
-    constexpr int64_t kRows = 4;
-    const int64_t c = p.c;
-    const int64_t grain =
-        std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(c, 1) / kRows) * kRows;
-    parallel_for(0, p.n * p.hw, grain, [=](int64_t i0, int64_t i1) {
-      int64_t rw = i0;
-      for (; rw + kRows <= i1; rw += kRows) {
-        const int64_t o = rw * c;
-        add_relu_rows<kRows>(x + o, z ? z + o : nullptr, m, k1, k2, out + o, mask + o, c);
-      }
-      for (; rw < i1; ++rw) {
-        const int64_t o = rw * c;
-        add_relu_rows<1>(x + o, z ? z + o : nullptr, m, k1, k2, out + o, mask + o, c);
-      }
-    });
-    return;
-  }
   for_each_run(p, [=](auto per_lane, int64_t base, int64_t ch, int64_t len) {
     add_relu_run<decltype(per_lane)::value>(x + base, z ? z + base : nullptr, m + ch, k1 + ch,
                                             k2 + ch, out + base, mask + base, len);
