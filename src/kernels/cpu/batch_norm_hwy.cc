@@ -642,23 +642,28 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const T* dy, cons
   });
 }
 
-template <bool Dx, typename T>
-void elementwise_t(const BatchNormProblem& p, const T* x, const T* dy, const double* m,
-                   const double* k1, const double* k2, const double* k3, T* out) {
+// Whether an elementwise pass writes `out` with non-temporal stores: outputs of at least
+// kStreamBytes, not in place (then the lines are in cache anyway after the read), and aligned so
+// that no partial line is streamed. NCHW planes stream only when they are whole cache lines: a
+// plane boundary inside a line leaves a partly written line in the write-combining buffer, and
+// a partial non-temporal line costs a read-modify-write in memory (32×1024×14×14, planes of
+// 784 B: normalize 2.19 ms streamed, 1.23 ms through the cache; dx 2.58 → 1.93 ms). NHWC rows
+// stream when every row starts vector-aligned.
+template <typename T>
+bool stream_output(const BatchNormProblem& p, const T* out, bool in_place) {
   const std::size_t bytes = static_cast<std::size_t>(p.n * p.c * p.hw) * sizeof(T);
-  // In place (out == x or dy) the lines are in cache anyway after the read: no streaming. NHWC
-  // rows stream only when every row starts vector-aligned.
-  const bool in_place = out == x || (Dx && out == dy);
   const uintptr_t align = sizeof(T) * static_cast<uintptr_t>(kLanes);
-  // NCHW planes stream only when they are whole cache lines: a plane boundary inside a line
-  // leaves a partly written line in the write-combining buffer, and a partial non-temporal line
-  // costs a read-modify-write in memory (32×1024×14×14, planes of 784 B: normalize 2.19 ms
-  // streamed, 1.23 ms through the cache; dx 2.58 → 1.93 ms).
   const bool aligned_rows =
       p.layout == Layout::kNCHW
           ? (p.hw * static_cast<int64_t>(sizeof(T))) % 64 == 0
           : (p.c % kLanes == 0 && reinterpret_cast<uintptr_t>(out) % align == 0);
-  if (bytes >= kStreamBytes && !in_place && aligned_rows) {
+  return bytes >= kStreamBytes && !in_place && aligned_rows;
+}
+
+template <bool Dx, typename T>
+void elementwise_t(const BatchNormProblem& p, const T* x, const T* dy, const double* m,
+                   const double* k1, const double* k2, const double* k3, T* out) {
+  if (stream_output(p, out, out == x || (Dx && out == dy))) {
     elementwise_layout<Dx, true>(p, x, dy, m, k1, k2, k3, out);
   } else {
     elementwise_layout<Dx, false>(p, x, dy, m, k1, k2, k3, out);
@@ -666,19 +671,32 @@ void elementwise_t(const BatchNormProblem& p, const T* x, const T* dy, const dou
 }
 
 // The fused epilogue of BN (+ Add) + ReLU over one NCHW plane or NHWC row; see
-// NormalizeAddReluFn. Same association as the reference: ((x − m)·k1 + k2) + z.
-template <bool PerLane, typename T>
+// NormalizeAddReluFn. Same association as the reference: ((x − m)·k1 + k2) + z. With Stream, y
+// goes out with non-temporal stores (the mask, a quarter of the bytes, through the cache).
+template <bool PerLane, bool Stream, typename T>
 HWY_INLINE void add_relu_run(const T* HWY_RESTRICT x, const T* HWY_RESTRICT z,
                              const double* HWY_RESTRICT m, const double* HWY_RESTRICT k1,
                              const double* HWY_RESTRICT k2, T* HWY_RESTRICT out,
                              uint8_t* HWY_RESTRICT mask, int64_t len) {
   const DD dd;
+  const hn::Rebind<T, DD> dt;
   const hn::Rebind<int32_t, DD> di;
   const hn::Rebind<uint8_t, DD> du8;
   const VD zero = hn::Zero(dd), one = hn::Set(dd, 1.0);
   const VD bm = hn::Set(dd, PerLane ? 0.0 : m[0]), b1 = hn::Set(dd, PerLane ? 0.0 : k1[0]);
   const VD b2 = hn::Set(dd, PerLane ? 0.0 : k2[0]);
+  auto scalar = [&](int64_t i) {
+    const int64_t c = PerLane ? i : 0;
+    double r = (static_cast<double>(x[i]) - m[c]) * k1[c] + k2[c];
+    if (z) r += static_cast<double>(z[i]);
+    mask[i] = r > 0;
+    out[i] = static_cast<T>(r <= 0 ? 0.0 : r);
+  };
   int64_t i = 0;
+  if constexpr (Stream) {
+    const uintptr_t align = sizeof(T) * static_cast<uintptr_t>(kLanes);
+    while (i < len && reinterpret_cast<uintptr_t>(out + i) % align != 0) scalar(i++);
+  }
   for (; i + kLanes <= len; i += kLanes) {
     const VD vm = PerLane ? hn::LoadU(dd, m + i) : bm;
     const VD v1 = PerLane ? hn::LoadU(dd, k1 + i) : b1;
@@ -688,24 +706,36 @@ HWY_INLINE void add_relu_run(const T* HWY_RESTRICT x, const T* HWY_RESTRICT z,
     // 1.0/0.0 → int32 → uint8: the mask bytes of kLanes elements in one store.
     const auto bits = hn::DemoteTo(di, hn::IfThenElseZero(hn::Gt(r, zero), one));
     hn::StoreU(hn::DemoteTo(du8, bits), du8, mask + i);
-    store_d(dd, hn::IfThenZeroElse(hn::Le(r, zero), r), out + i);  // NaN stays NaN, as relu
+    const VD y = hn::IfThenZeroElse(hn::Le(r, zero), r);  // NaN stays NaN, as relu
+    if constexpr (Stream && sizeof(T) == 4) {
+      hn::Stream(hn::DemoteTo(dt, y), dt, out + i);
+    } else if constexpr (Stream) {
+      hn::Stream(y, dd, out + i);
+    } else {
+      store_d(dd, y, out + i);
+    }
   }
-  for (; i < len; ++i) {
-    const int64_t c = PerLane ? i : 0;
-    double r = (static_cast<double>(x[i]) - m[c]) * k1[c] + k2[c];
-    if (z) r += static_cast<double>(z[i]);
-    mask[i] = r > 0;
-    out[i] = static_cast<T>(r <= 0 ? 0.0 : r);
-  }
+  for (; i < len; ++i) scalar(i);
 }
 
+template <bool Stream, typename T>
+void normalize_add_relu_layout(const BatchNormProblem& p, const T* x, const T* z, const double* m,
+                               const double* k1, const double* k2, T* out, uint8_t* mask) {
+  for_each_run<Stream>(p, [=](auto per_lane, int64_t base, int64_t ch, int64_t len) {
+    add_relu_run<decltype(per_lane)::value, Stream>(x + base, z ? z + base : nullptr, m + ch,
+                                                    k1 + ch, k2 + ch, out + base, mask + base, len);
+  });
+}
+
+// Streams y under the same conditions as the plain normalize (see elementwise_t).
 template <typename T>
 void normalize_add_relu_t(const BatchNormProblem& p, const T* x, const T* z, const double* m,
                           const double* k1, const double* k2, T* out, uint8_t* mask) {
-  for_each_run(p, [=](auto per_lane, int64_t base, int64_t ch, int64_t len) {
-    add_relu_run<decltype(per_lane)::value>(x + base, z ? z + base : nullptr, m + ch, k1 + ch,
-                                            k2 + ch, out + base, mask + base, len);
-  });
+  if (stream_output(p, out, out == x || out == z)) {
+    normalize_add_relu_layout<true>(p, x, z, m, k1, k2, out, mask);
+  } else {
+    normalize_add_relu_layout<false>(p, x, z, m, k1, k2, out, mask);
+  }
 }
 
 void NormalizeAddRelu(const BatchNormProblem& p, const void* x, const void* z, const double* mean,
