@@ -32,6 +32,34 @@ Fused run_fused(const Tensor& x, const Tensor& z, const Tensor& w, const Tensor&
   return f;
 }
 
+void expect_matches_unfused(const Shape& shape, DType dt, MemoryFormat fmt, bool with_z,
+                            uint64_t seed) {
+  SCOPED_TRACE(shape_str(shape) + dtype_name(dt) + memory_format_name(fmt) + (with_z ? " +z" : ""));
+  const int64_t C = shape[1];
+  const std::size_t count = static_cast<std::size_t>(shape[0] * C * spatial_size(shape));
+  const auto xv = round_to(randn(count, seed), dt), zv = round_to(randn(count, seed + 1), dt);
+  Tensor x = make_tensor(shape, xv, dt, fmt);
+  Tensor z = with_z ? make_tensor(shape, zv, dt, fmt) : Tensor();
+  Tensor w = make_tensor({C}, randn(C, seed + 2, 1.0, 0.3), dt),
+         b = make_tensor({C}, randn(C, seed + 3), dt);
+  Fused f = run_fused(x, z, w, b);
+  Tensor rm = Tensor::zeros({C}, dt), rv = Tensor::ones({C}, dt);
+  BatchNormForwardResult u = batch_norm_forward_train(x, w, b, rm, rv, 0.1, 1e-5);
+  EXPECT_TRUE(bit_identical(f.save_mean.to_vector(), u.save_mean.to_vector()));
+  EXPECT_TRUE(bit_identical(f.rv.to_vector(), rv.to_vector()));
+  const auto ybn = u.y.to_vector(), yf = f.y.to_vector();
+  std::vector<double> expect(ybn.size());
+  for (std::size_t i = 0; i < ybn.size(); ++i) {
+    expect[i] = std::max(0.0, ybn[i] + (with_z ? zv[i] : 0.0));
+  }
+  const double tol = dt == DType::kFloat32 ? 2e-6 : 1e-13;
+  EXPECT_TRUE(all_close(yf, expect, tol, tol));
+  // The mask is 1 exactly where y > 0 (memory order; compare through the output).
+  const Tensor ymem = f.y.to(DType::kFloat64);
+  const double* yp = ymem.data<double>();
+  for (std::size_t i = 0; i < f.mask.size(); ++i) ASSERT_EQ(f.mask[i], yp[i] > 0 ? 1 : 0);
+}
+
 TEST(BatchNormAddRelu, MatchesTheUnfusedComposition) {
   const Shape shapes[] = {{8, 5}, {4, 3, 7, 5}, {2, 17, 3, 3}, {3, 4, 2, 3, 5}};
   uint64_t seed = 1;
@@ -39,37 +67,16 @@ TEST(BatchNormAddRelu, MatchesTheUnfusedComposition) {
     for (DType dt : {DType::kFloat32, DType::kFloat64}) {
       for (MemoryFormat fmt : {MemoryFormat::kContiguous, MemoryFormat::kChannelsLast}) {
         if (fmt == MemoryFormat::kChannelsLast && shape.size() < 4) continue;
-        for (bool with_z : {false, true}) {
-          SCOPED_TRACE(shape_str(shape) + dtype_name(dt) + memory_format_name(fmt) +
-                       (with_z ? " +z" : ""));
-          const int64_t C = shape[1];
-          const std::size_t count = static_cast<std::size_t>(shape[0] * C * spatial_size(shape));
-          const auto xv = round_to(randn(count, ++seed), dt),
-                     zv = round_to(randn(count, ++seed), dt);
-          Tensor x = make_tensor(shape, xv, dt, fmt);
-          Tensor z = with_z ? make_tensor(shape, zv, dt, fmt) : Tensor();
-          Tensor w = make_tensor({C}, randn(C, ++seed, 1.0, 0.3), dt),
-                 b = make_tensor({C}, randn(C, ++seed), dt);
-          Fused f = run_fused(x, z, w, b);
-          Tensor rm = Tensor::zeros({C}, dt), rv = Tensor::ones({C}, dt);
-          BatchNormForwardResult u = batch_norm_forward_train(x, w, b, rm, rv, 0.1, 1e-5);
-          EXPECT_TRUE(bit_identical(f.save_mean.to_vector(), u.save_mean.to_vector()));
-          EXPECT_TRUE(bit_identical(f.rv.to_vector(), rv.to_vector()));
-          const auto ybn = u.y.to_vector(), yf = f.y.to_vector();
-          std::vector<double> expect(ybn.size());
-          for (std::size_t i = 0; i < ybn.size(); ++i) {
-            expect[i] = std::max(0.0, ybn[i] + (with_z ? zv[i] : 0.0));
-          }
-          const double tol = dt == DType::kFloat32 ? 2e-6 : 1e-13;
-          EXPECT_TRUE(all_close(yf, expect, tol, tol));
-          // The mask is 1 exactly where y > 0 (memory order; compare through the output).
-          const Tensor ymem = f.y.to(DType::kFloat64);
-          const double* yp = ymem.data<double>();
-          for (std::size_t i = 0; i < f.mask.size(); ++i) ASSERT_EQ(f.mask[i], yp[i] > 0 ? 1 : 0);
-        }
+        for (bool with_z : {false, true}) expect_matches_unfused(shape, dt, fmt, with_z, seed += 4);
       }
     }
   }
+}
+
+// Outputs of 16 MiB and more go out with non-temporal stores (planes of whole cache lines here).
+TEST(BatchNormAddRelu, StreamedOutputMatchesTheUnfusedComposition) {
+  for (MemoryFormat fmt : {MemoryFormat::kContiguous, MemoryFormat::kChannelsLast})
+    expect_matches_unfused({4, 64, 128, 130}, DType::kFloat32, fmt, /*with_z=*/true, 77);
 }
 
 TEST(BatchNormAddRelu, ImplementationsGiveTheSameBits) {
