@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Turns bnorm_bench's JSON into the Markdown table of doc/benchmarks.md.
 
-Usage: table.py bench.json
-One row per (layer, layout, op): bnorm (the default implementation, cpu:hwy) in ms, the fastest
+Usage: table.py bench.json [bench2.json ...]
+With several files (runs of the same suite), every time is the median over the runs: on a noisy
+machine a single run can move one row by 2× while its neighbours (the peers, run next to it) do
+not. One row per (layer, layout, op): bnorm (the default implementation, cpu:hwy) in ms, the fastest
 peer on the same layout, their ratio (peer time / bnorm time: > 1 means bnorm is faster), bnorm's
 effective bandwidth (the op's floor bytes / time) and that as a percentage of the STREAM triad
 measured in the same run; then the fastest peer on any layout (oneDNN's blocked nChw16c included)
@@ -10,24 +12,36 @@ and the geometric mean of the ratios.
 """
 import json
 import math
+import statistics
 import sys
 
 
 def main():
-    doc = json.load(open(sys.argv[1]))
+    docs = [json.load(open(f)) for f in sys.argv[1:]]
+    doc = docs[0]
     ctx = doc["context"]
-    stream = float(ctx.get("stream_triad_GB/s", "nan"))
+    streams = sorted(float(d["context"].get("stream_triad_GB/s", "nan")) for d in docs)
+    stream = statistics.median(streams)
+    times = {}
+    for d in docs:
+        for b in d["benchmarks"]:
+            if b.get("error_occurred"):
+                continue
+            name = b["name"].split("/min_time")[0]
+            ms = b["real_time"] if b["time_unit"] == "ms" else b["real_time"] / 1e6
+            times.setdefault(name, []).append((ms, b.get("GB/s", 0.0)))
     rows = {}
-    for b in doc["benchmarks"]:
-        if b.get("error_occurred"):
-            continue
-        name = b["name"].split("/min_time")[0]
+    for name, runs in times.items():
         op, shape, layout, who = name.split("/", 3)
-        ms = b["real_time"] if b["time_unit"] == "ms" else b["real_time"] / 1e6
-        rows.setdefault((shape, op), []).append((layout, who, ms, b.get("GB/s", 0.0)))
+        ms = statistics.median(r[0] for r in runs)
+        gbs = statistics.median(r[1] for r in runs)
+        rows.setdefault((shape, op), []).append((layout, who, ms, gbs))
+    if len(docs) > 1:
+        print(f"Median of {len(docs)} runs of the suite (STREAM triad per run: "
+              + ", ".join(f"{v:.1f}" for v in streams) + " GB/s).  ")
     print(f"Machine: {ctx.get('num_cpus')} CPUs at {ctx.get('mhz_per_cpu')} MHz; bnorm threads "
           f"{ctx.get('bnorm_threads')}, Highway target {ctx.get('bnorm_hwy_target')}; "
-          f"STREAM triad {stream:.1f} GB/s (same run).  ")
+          f"STREAM triad {stream:.1f} GB/s (same run{'s, median' if len(docs) > 1 else ''}).  ")
     for peer in ("libtorch", "onednn"):
         if peer in ctx:
             print(f"{peer}: {ctx[peer]}  ")
