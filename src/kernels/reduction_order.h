@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 namespace bnorm::kernels {
@@ -19,7 +20,8 @@ namespace bnorm::kernels {
 // pairwise tree of its 8 slots ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)); the channel's
 // value is the pairwise sum of its blocks (split at nb/2, recursively).
 //
-// Statistics: per block, one sweep adds d = x − K and d² (K = the block's first element, (n0, s0)),
+// Statistics: per block, one sweep adds d = x − K and d² (K = the block's first element, (n0, s0),
+// or 0 if that is not finite: block_shift),
 // so x is read once; the block's mean is K + Σd/L and its m2 = Σd² − (Σd)²/L (L elements); blocks
 // merge with Chan's formula (merge_moments) in the same pairwise tree. Why one sweep is accurate:
 // K is an element of the block, so (mean − K)² ≤ m2 and Σd² ≤ (L + 1)·m2; the cancellation in
@@ -94,10 +96,17 @@ inline double sum_slots(const double* a) {
   return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
+/// The statistics' shift K of a block whose first element is `first`: that element, or 0 when
+/// it is ±inf or NaN (x − inf would turn an infinite channel's mean into NaN; with K = 0 it is
+/// ±inf, as PyTorch's Σx/n).
+inline double block_shift(double first) { return std::isfinite(first) ? first : 0.0; }
+
 /// A block's moments from its shifted sums: k = its first element, s1 = Σ(x − k),
-/// s2 = Σ(x − k)² (each the tree of its slots). m2 is clamped at 0 against rounding.
+/// s2 = Σ(x − k)² (each the tree of its slots). m2 is clamped at 0 against rounding, but a NaN
+/// stays NaN (an infinite x gives s2 − s1²/L = inf − inf: the variance is NaN, as in PyTorch).
 inline BlockMoments block_moments(double count, double k, double s1, double s2) {
-  return {count, k + s1 / count, std::max(0.0, s2 - s1 * (s1 / count))};
+  const double m2 = s2 - s1 * (s1 / count);
+  return {count, k + s1 / count, m2 < 0 ? 0.0 : m2};
 }
 
 /// Merges blocks v[0..count) pairwise (split at count/2) with Chan et al.'s update:
@@ -108,7 +117,9 @@ inline BlockMoments merge_moments(const BlockMoments* v, int64_t count) {
   const int64_t half = count / 2;
   const BlockMoments a = merge_moments(v, half), b = merge_moments(v + half, count - half);
   const double n = a.count + b.count;
-  const double delta = b.mean - a.mean;
+  // Equal means give δ = 0 exactly, also when both are the same infinity (inf − inf would make
+  // the mean NaN where PyTorch's Σx/n is inf).
+  const double delta = b.mean == a.mean ? 0.0 : b.mean - a.mean;
   return {n, a.mean + delta * (b.count / n), a.m2 + b.m2 + delta * delta * (a.count * b.count / n)};
 }
 

@@ -3,11 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <string>
 
 #include "bnorm/bnorm.h"
 #include "support/expect_error.h"
+#include "support/fills.h"
 
 namespace bnorm {
 namespace {
@@ -206,6 +208,43 @@ TEST(BatchNormBadInput, NonFiniteDataPropagatesByDefault) {
   EXPECT_TRUE(std::isnan(r.y.item({0, 2, 0, 0})));  // channel 2 is NaN, as in PyTorch
   EXPECT_FALSE(std::isnan(r.y.item({0, 1, 0, 0})));
   EXPECT_TRUE(std::isnan(f.rm.item({2})));
+}
+
+// An infinite value makes its channel's mean ±inf and its variance NaN, so the whole channel
+// normalizes to NaN, as in PyTorch 1.13 (native_batch_norm on the same input: save_mean inf,
+// save_invstd nan, y nan, running_mean inf, running_var nan); other channels are untouched. Every
+// implementation, both layouts, float32 and float64.
+TEST(BatchNormBadInput, InfiniteDataPropagatesAsInPyTorch) {
+  for (const char* impl : {"", "cpu:blocked", "ref"}) {
+    setenv("BNORM_IMPL", impl, 1);
+    for (DType dt : {DType::kFloat32, DType::kFloat64}) {
+      for (MemoryFormat fmt : {MemoryFormat::kContiguous, MemoryFormat::kChannelsLast}) {
+        for (double inf : {INFINITY, -INFINITY}) {
+          SCOPED_TRACE(std::string(impl) + " " + dtype_name(dt) + " " + memory_format_name(fmt));
+          Tensor x = test::make_tensor({4, 3, 2, 2}, test::randn(48, 5), dt, fmt);
+          x.set_item({1, 1, 0, 1}, inf);
+          Tensor rm = Tensor::zeros({3}, dt), rv = Tensor::ones({3}, dt);
+          auto r = batch_norm_forward_train(x, Tensor(), Tensor(), rm, rv, 0.1, 1e-5);
+          EXPECT_EQ(r.save_mean.item({1}), inf);
+          EXPECT_TRUE(std::isnan(r.save_invstd.item({1})));
+          for (int64_t n = 0; n < 4; ++n) EXPECT_TRUE(std::isnan(r.y.item({n, 1, 1, 0})));
+          EXPECT_EQ(rm.item({1}), inf);
+          EXPECT_TRUE(std::isnan(rv.item({1})));
+          EXPECT_TRUE(std::isfinite(r.y.item({0, 0, 0, 0})));
+          EXPECT_TRUE(std::isfinite(rv.item({2})));
+          // The same infinity in two reduction blocks (600 rows of HW = 4: 3 blocks): inf.
+          Tensor x2 = test::make_tensor({600, 2, 2, 2}, test::randn(4800, 6), dt, fmt);
+          x2.set_item({0, 1, 0, 0}, inf);
+          x2.set_item({599, 1, 1, 1}, inf);
+          auto r2 = batch_norm_forward_train(x2, Tensor(), Tensor(), Tensor(), Tensor(), 0.1, 1e-5);
+          EXPECT_EQ(r2.save_mean.item({1}), inf);
+          EXPECT_TRUE(std::isnan(r2.save_invstd.item({1})));
+          EXPECT_TRUE(std::isfinite(r2.save_invstd.item({0})));
+        }
+      }
+    }
+  }
+  unsetenv("BNORM_IMPL");
 }
 
 TEST(BatchNormBadInput, NonFiniteDataThrowsUnderThePolicy) {

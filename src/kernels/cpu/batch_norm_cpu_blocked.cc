@@ -39,7 +39,8 @@ void block_sums(const BatchNormProblem& p, const T* x, const T* dy, const double
       const int64_t off = nchw ? c * p.hw : c;
       BlockSums& out = partial[c * nb + b];
       out.shift =
-          Backward ? mean[c] : static_cast<double>(x[off + r.n0 * stride_n + r.s0 * stride_s]);
+          Backward ? mean[c]
+                   : block_shift(static_cast<double>(x[off + r.n0 * stride_n + r.s0 * stride_s]));
       block_sums_scalar<Backward>(x + off, Backward ? dy + off : nullptr, stride_n, stride_s, p.hw,
                                   r, out.shift, out.sum);
     }

@@ -113,8 +113,9 @@ HWY_NOINLINE void nchw_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   const int64_t hw = p.hw;
   VD a1[G][kSlotVecs], a2[G][kSlotVecs], sh[G];
   for (int64_t g = 0; g < G; ++g) {
-    out[g].shift =
-        Backward ? out[g].shift : static_cast<double>(x[(r.n0 * p.c + c0 + g) * hw + r.s0]);
+    out[g].shift = Backward
+                       ? out[g].shift
+                       : block_shift(static_cast<double>(x[(r.n0 * p.c + c0 + g) * hw + r.s0]));
     sh[g] = hn::Set(dd, out[g].shift);
     for (int64_t v = 0; v < kSlotVecs; ++v) a1[g][v] = a2[g][v] = hn::Zero(dd);
   }
@@ -245,7 +246,7 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   const int64_t c = p.c, hw = p.hw;
   const int64_t first = r.n0 * hw + r.s0;  // position of element (n0, s0)
   for (int64_t i = 0; i < cw; ++i) {
-    shift[i] = Backward ? mean[c0 + i] : static_cast<double>(x[first * c + c0 + i]);
+    shift[i] = Backward ? mean[c0 + i] : block_shift(static_cast<double>(x[first * c + c0 + i]));
     out[i].shift = shift[i];
   }
   // Runs: `rows` of `len` positions, the first at position `start`, `stride` positions apart.
@@ -383,7 +384,8 @@ void block_sums_t(const BatchNormProblem& p, const T* x, const T* dy, const doub
           // Rows shorter than a slot cycle: the scalar definition (rare: NCHW with HW < 8).
           for (int64_t j = 0; j < cn; ++j) {
             const int64_t off = (c0 + j) * p.hw;
-            if (!Backward) out[j].shift = static_cast<double>(x[off + r.n0 * p.c * p.hw + r.s0]);
+            if (!Backward)
+              out[j].shift = block_shift(static_cast<double>(x[off + r.n0 * p.c * p.hw + r.s0]));
             block_sums_scalar<Backward>(x + off, Backward ? dy + off : nullptr, p.c * p.hw, 1, p.hw,
                                         r, out[j].shift, out[j].sum);
           }

@@ -2,6 +2,7 @@
 // no threads, no SIMD; the mean is shifted by the channel's first element. They are the oracle
 // every other implementation is tested against (tests/kernels/batch_norm_impls_test.cc) and the
 // fallback of the registry ("ref").
+#include <cmath>
 #include <cstdint>
 
 #include "kernels/batch_norm_impls.h"
@@ -19,8 +20,11 @@ template <typename T>
 void stats_t(const BatchNormProblem& p, const T* x, double* mean, double* var) {
   const double count = static_cast<double>(p.n * p.hw);
   for (int64_t c = 0; c < p.c; ++c) {
-    // Shifted by the channel's first element, so a constant channel's mean is exact.
-    const double k = x[offset(p, 0, c, 0)];
+    // Shifted by the channel's first element, so a constant channel's mean is exact; by 0 when
+    // that element is ±inf or NaN (x − inf would make an infinite channel's mean NaN, where
+    // PyTorch's Σx/n is ±inf).
+    const double first = x[offset(p, 0, c, 0)];
+    const double k = std::isfinite(first) ? first : 0.0;
     double sum = 0;
     for (int64_t n = 0; n < p.n; ++n)
       for (int64_t s = 0; s < p.hw; ++s) sum += x[offset(p, n, c, s)] - k;
