@@ -104,8 +104,11 @@ inline double block_shift(double first) { return std::isfinite(first) ? first : 
 /// A block's moments from its shifted sums: k = its first element, s1 = Σ(x − k),
 /// s2 = Σ(x − k)² (each the tree of its slots). m2 is clamped at 0 against rounding, but a NaN
 /// stays NaN (an infinite x gives s2 − s1²/L = inf − inf: the variance is NaN, as in PyTorch).
+/// When Σd² overflows (|x| ≳ 1e154 in float64) with a finite Σd, m2 is +inf, not inf − inf: the
+/// two-pass variance and PyTorch's overflow to inf there too (then invstd = 0, y = bias).
 inline BlockMoments block_moments(double count, double k, double s1, double s2) {
-  const double m2 = s2 - s1 * (s1 / count);
+  double m2 = s2 - s1 * (s1 / count);
+  if (std::isinf(s2) && std::isfinite(s1)) m2 = s2;
   return {count, k + s1 / count, m2 < 0 ? 0.0 : m2};
 }
 

@@ -88,6 +88,22 @@ TEST(BatchNormNumerics, HugeMagnitudesDoNotOverflow) {
   }
 }
 
+TEST(BatchNormNumerics, Float64VarianceOverflowIsInfiniteAsInPyTorch) {
+  // |x| ~ 1e200 in float64: Σ(x − mean)² overflows. PyTorch 1.13 (native_batch_norm on randn·1e200,
+  // float64): save_invstd 0, y 0. The one-sweep block sums must give +inf there, not inf − inf.
+  const Shape shape{4, 2, 3, 1};
+  std::vector<double> xv = randn(24, 8);
+  for (double& v : xv) v *= 1e200;
+  for (MemoryFormat fmt : {MemoryFormat::kContiguous, MemoryFormat::kChannelsLast}) {
+    Tensor x = make_tensor(shape, xv, DType::kFloat64, fmt);
+    BatchNormForwardResult r =
+        batch_norm_forward_train(x, Tensor(), Tensor(), Tensor(), Tensor(), 0.1, 1e-5);
+    for (double v : r.save_invstd.to_vector()) EXPECT_EQ(v, 0.0);
+    for (double v : r.y.to_vector()) EXPECT_EQ(v, 0.0);
+    for (double v : r.save_mean.to_vector()) EXPECT_TRUE(std::isfinite(v));
+  }
+}
+
 TEST(BatchNormNumerics, ReductionsOverMoreThan1e8ElementsStayAccurate) {
   // One channel of N·HW = 100,000,002 values (10,000,002 in quick mode) around 1000: a float
   // accumulator stops growing at 2^24·ulp; bnorm's blocked double sums stay within 1e-12.
