@@ -104,7 +104,7 @@ constexpr int64_t kGroup = kLanes >= 8 ? 4 : (kLanes >= 4 ? 2 : 1);
 
 // The sums of block r for the G channels c0 … c0 + G − 1 of an NCHW tensor with HW ≥ 8: rows are
 // streamed with slot s mod 8 in lane s mod 8; the last HW mod 8 positions of a row go through a
-// zero-padded copy and a lane mask. out[g] receives channel c0 + g's sums.
+// masked load (load_first) and a lane mask. out[g] receives channel c0 + g's sums.
 template <int64_t G, bool Backward, typename T>
 HWY_NOINLINE void nchw_block_sums(const BatchNormProblem& p, const T* HWY_RESTRICT x,
                                   const T* HWY_RESTRICT dy, int64_t c0, const BlockRange r,
@@ -614,27 +614,38 @@ template <bool Dx, bool Stream, typename T>
 void elementwise_layout(const BatchNormProblem& p, const T* x, const T* dy, const double* m,
                         const double* k1, const double* k2, const double* k3, T* out) {
   if (p.layout == Layout::kNHWC) {
-    // Rows in groups of 4 when the output goes through the cache, one at a time when it streams
-    // (chunks of a multiple of 4 rows either way; every element is independent, so the grouping
-    // changes no value). 4 rows share each coefficient load: 32×2048×7×7 normalize 0.94 →
-    // 0.56 ms, dx 1.60 → 1.18 ms. Streaming, 4 interleaved rows of non-temporal stores ran 2×
-    // slower (16×256×56×56 normalize: 3.96 ms with 4 rows, 2.21 ms with 1).
-    constexpr int64_t kRows = Stream ? 1 : 4;
+    // Rows in groups that share each coefficient load: 4 when the output goes through the cache
+    // (32×2048×7×7 normalize 0.94 → 0.56 ms, dx 1.60 → 1.18 ms against 1), and when it streams,
+    // 2 for rows of at least 4 KiB, else 1 (interleaved rows of non-temporal stores: with 4 rows
+    // 16×256×56×56 normalize ran 3.96 ms against 2.21 with 1; with 2 rows, 32×512×28×28 1.97 →
+    // 4.42 ms but 32×1024×14×14 1.96 → 1.40 ms and 64×2048×7×7 2.19 → 1.47 ms; medians of 6
+    // alternating runs). Chunks are a multiple of 4 rows; every element is independent, so the
+    // grouping changes no value.
     const int64_t c = p.c;
     const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(c, 1) / 4) * 4;
-    parallel_for(0, p.n * p.hw, grain, [=](int64_t i0, int64_t i1) {
-      int64_t rw = i0;
-      for (; rw + kRows <= i1; rw += kRows) {
-        const int64_t o = rw * c;
-        elementwise_rows<Dx, Stream, kRows>(x + o, Dx ? dy + o : nullptr, m, k1, k2, k3, out + o,
-                                            c);
-      }
-      for (; rw < i1; ++rw) {
-        const int64_t o = rw * c;
-        elementwise_rows<Dx, Stream, 1>(x + o, Dx ? dy + o : nullptr, m, k1, k2, k3, out + o, c);
-      }
-      if (Stream) hwy::FlushStream();
-    });
+    auto rows_of = [=](auto rows) {
+      constexpr int64_t kRows = decltype(rows)::value;
+      parallel_for(0, p.n * p.hw, grain, [=](int64_t i0, int64_t i1) {
+        int64_t rw = i0;
+        for (; rw + kRows <= i1; rw += kRows) {
+          const int64_t o = rw * c;
+          elementwise_rows<Dx, Stream, kRows>(x + o, Dx ? dy + o : nullptr, m, k1, k2, k3, out + o,
+                                              c);
+        }
+        for (; rw < i1; ++rw) {
+          const int64_t o = rw * c;
+          elementwise_rows<Dx, Stream, 1>(x + o, Dx ? dy + o : nullptr, m, k1, k2, k3, out + o, c);
+        }
+        if (Stream) hwy::FlushStream();
+      });
+    };
+    if (!Stream) {
+      rows_of(std::integral_constant<int64_t, 4>{});
+    } else if (c * static_cast<int64_t>(sizeof(T)) >= 4096) {
+      rows_of(std::integral_constant<int64_t, 2>{});
+    } else {
+      rows_of(std::integral_constant<int64_t, 1>{});
+    }
     return;
   }
   for_each_run<Stream>(p, [=](auto per_lane, int64_t base, int64_t ch, int64_t len) {
