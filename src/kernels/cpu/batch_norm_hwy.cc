@@ -453,6 +453,34 @@ void backward_reduce_t(const BatchNormProblem& p, const T* x, const T* dy, const
 
 // ---- elementwise: normalize and dx ----------------------------------------------------------
 
+// The elementwise formulas, in the scalar kernels' association: y = (x − m)·k1 + k2 (normalize)
+// or dx = (k1·g + k2·(x − m)) + k3 (backward dx).
+template <bool Dx>
+HWY_INLINE VD elementwise_value(VD xv, VD gv, VD vm, VD v1, VD v2, VD v3) {
+  if constexpr (Dx) {
+    return hn::Add(hn::Add(hn::Mul(v1, gv), hn::Mul(v2, hn::Sub(xv, vm))), v3);
+  } else {
+    return hn::Add(hn::Mul(hn::Sub(xv, vm), v1), v2);
+  }
+}
+template <bool Dx, typename T>
+HWY_INLINE T elementwise_scalar(double xv, double gv, double m, double k1, double k2, double k3) {
+  return static_cast<T>(Dx ? k1 * gv + k2 * (xv - m) + k3 : (xv - m) * k1 + k2);
+}
+
+// Stores kLanes results at p: non-temporal with Stream (p vector-aligned), else through the cache.
+template <bool Stream, typename T>
+HWY_INLINE void store_out(DD dd, VD y, T* HWY_RESTRICT p) {
+  if constexpr (Stream && sizeof(T) == 4) {
+    const hn::Rebind<T, DD> dt;
+    hn::Stream(hn::DemoteTo(dt, y), dt, p);
+  } else if constexpr (Stream) {
+    hn::Stream(y, dd, p);
+  } else {
+    store_d(dd, y, p);
+  }
+}
+
 // One NCHW plane (HW elements of channel c) or one NHWC row (C elements): out = (x − m)·k1 + k2
 // (normalize) or out = (k1·g + k2·(x − m)) + k3 (dx), the scalar kernels' association. Pointers
 // come by value so the compiler keeps them in registers (captured by reference, it reloaded them
@@ -463,15 +491,11 @@ HWY_INLINE void elementwise_run(const T* HWY_RESTRICT x, const T* HWY_RESTRICT d
                                 const double* HWY_RESTRICT k2, const double* HWY_RESTRICT k3,
                                 T* HWY_RESTRICT out, int64_t len) {
   const DD dd;
-  const hn::Rebind<T, DD> dt;
   auto scalar = [&](int64_t i) {
     const int64_t c = PerLane ? i : 0;
-    const double xv = static_cast<double>(x[i]);
-    if constexpr (Dx) {
-      out[i] = static_cast<T>(k1[c] * static_cast<double>(dy[i]) + k2[c] * (xv - m[c]) + k3[c]);
-    } else {
-      out[i] = static_cast<T>((xv - m[c]) * k1[c] + k2[c]);
-    }
+    out[i] =
+        elementwise_scalar<Dx, T>(static_cast<double>(x[i]), Dx ? static_cast<double>(dy[i]) : 0.0,
+                                  m[c], k1[c], k2[c], Dx ? k3[c] : 0.0);
   };
   // PerLane: the coefficients vary along the run (NHWC); else they are one channel's (NCHW).
   const VD bm = hn::Set(dd, PerLane ? 0.0 : m[0]), b1 = hn::Set(dd, PerLane ? 0.0 : k1[0]);
@@ -486,23 +510,9 @@ HWY_INLINE void elementwise_run(const T* HWY_RESTRICT x, const T* HWY_RESTRICT d
     const VD vm = PerLane ? hn::LoadU(dd, m + i) : bm;
     const VD v1 = PerLane ? hn::LoadU(dd, k1 + i) : b1;
     const VD v2 = PerLane ? hn::LoadU(dd, k2 + i) : b2;
-    const VD xv = load_d(dd, x + i);
-    VD r;
-    if constexpr (Dx) {
-      const VD v3 = PerLane ? hn::LoadU(dd, k3 + i) : b3;
-      r = hn::Add(hn::Add(hn::Mul(v1, load_d(dd, dy + i)), hn::Mul(v2, hn::Sub(xv, vm))), v3);
-    } else {
-      r = hn::Add(hn::Mul(hn::Sub(xv, vm), v1), v2);
-    }
-    if constexpr (Stream) {
-      if constexpr (sizeof(T) == 4) {
-        hn::Stream(hn::DemoteTo(dt, r), dt, out + i);
-      } else {
-        hn::Stream(r, dd, out + i);
-      }
-    } else {
-      store_d(dd, r, out + i);
-    }
+    const VD v3 = !Dx ? b3 : PerLane ? hn::LoadU(dd, k3 + i) : b3;
+    const VD gv = Dx ? load_d(dd, dy + i) : bm;
+    store_out<Stream>(dd, elementwise_value<Dx>(load_d(dd, x + i), gv, vm, v1, v2, v3), out + i);
   }
   for (; i < len; ++i) scalar(i);
 }
@@ -544,72 +554,37 @@ HWY_INLINE void elementwise_rows(const T* HWY_RESTRICT x, const T* HWY_RESTRICT 
                                  const double* HWY_RESTRICT k2, const double* HWY_RESTRICT k3,
                                  T* HWY_RESTRICT out, int64_t c) {
   const DD dd;
-  const hn::Rebind<T, DD> dt;
-  // Two vectors of channels at a time: a whole cache line of float output per row visit, so that
-  // non-temporal stores fill their write-combining buffers (one vector per row visit left them
-  // half full: 2× slower on 4096×1024).
-  constexpr int64_t kV = 2;
-  int64_t i = 0;
-  for (; i + kV * kLanes <= c; i += kV * kLanes) {
-    VD vm[kV], v1[kV], v2[kV], v3[kV];
-    for (int64_t v = 0; v < kV; ++v) {
+  // V vectors of channels from channel i for the R rows.
+  auto block = [&](auto vectors, int64_t i) {
+    constexpr int64_t V = decltype(vectors)::value;
+    VD vm[V], v1[V], v2[V], v3[V];
+    for (int64_t v = 0; v < V; ++v) {
       vm[v] = hn::LoadU(dd, m + i + v * kLanes);
       v1[v] = hn::LoadU(dd, k1 + i + v * kLanes);
       v2[v] = hn::LoadU(dd, k2 + i + v * kLanes);
       v3[v] = Dx ? hn::LoadU(dd, k3 + i + v * kLanes) : vm[v];
     }
     for (int64_t r = 0; r < R; ++r) {
-      for (int64_t v = 0; v < kV; ++v) {
+      for (int64_t v = 0; v < V; ++v) {
         const int64_t o = r * c + i + v * kLanes;
-        const VD xv = load_d(dd, x + o);
-        VD y;
-        if constexpr (Dx) {
-          y = hn::Add(
-              hn::Add(hn::Mul(v1[v], load_d(dd, dy + o)), hn::Mul(v2[v], hn::Sub(xv, vm[v]))),
-              v3[v]);
-        } else {
-          y = hn::Add(hn::Mul(hn::Sub(xv, vm[v]), v1[v]), v2[v]);
-        }
-        if constexpr (Stream && sizeof(T) == 4) {
-          hn::Stream(hn::DemoteTo(dt, y), dt, out + o);
-        } else if constexpr (Stream) {
-          hn::Stream(y, dd, out + o);
-        } else {
-          store_d(dd, y, out + o);
-        }
+        const VD gv = Dx ? load_d(dd, dy + o) : vm[v];
+        store_out<Stream>(
+            dd, elementwise_value<Dx>(load_d(dd, x + o), gv, vm[v], v1[v], v2[v], v3[v]), out + o);
       }
     }
-  }
-  for (; i + kLanes <= c; i += kLanes) {
-    const VD vm = hn::LoadU(dd, m + i), v1 = hn::LoadU(dd, k1 + i), v2 = hn::LoadU(dd, k2 + i);
-    const VD v3 = Dx ? hn::LoadU(dd, k3 + i) : vm;
-    for (int64_t r = 0; r < R; ++r) {
-      const int64_t o = r * c + i;
-      const VD xv = load_d(dd, x + o);
-      VD y;
-      if constexpr (Dx) {
-        y = hn::Add(hn::Add(hn::Mul(v1, load_d(dd, dy + o)), hn::Mul(v2, hn::Sub(xv, vm))), v3);
-      } else {
-        y = hn::Add(hn::Mul(hn::Sub(xv, vm), v1), v2);
-      }
-      if constexpr (Stream && sizeof(T) == 4) {
-        hn::Stream(hn::DemoteTo(dt, y), dt, out + o);
-      } else if constexpr (Stream) {
-        hn::Stream(y, dd, out + o);
-      } else {
-        store_d(dd, y, out + o);
-      }
-    }
-  }
+  };
+  // Two vectors of channels at a time: a whole cache line of float output per row visit, so that
+  // non-temporal stores fill their write-combining buffers (one vector per row visit left them
+  // half full: 2× slower on 4096×1024).
+  int64_t i = 0;
+  for (; i + 2 * kLanes <= c; i += 2 * kLanes) block(std::integral_constant<int64_t, 2>{}, i);
+  for (; i + kLanes <= c; i += kLanes) block(std::integral_constant<int64_t, 1>{}, i);
   for (; i < c; ++i) {
     for (int64_t r = 0; r < R; ++r) {
       const int64_t o = r * c + i;
-      const double xv = static_cast<double>(x[o]);
-      if constexpr (Dx) {
-        out[o] = static_cast<T>(k1[i] * static_cast<double>(dy[o]) + k2[i] * (xv - m[i]) + k3[i]);
-      } else {
-        out[o] = static_cast<T>((xv - m[i]) * k1[i] + k2[i]);
-      }
+      out[o] = elementwise_scalar<Dx, T>(static_cast<double>(x[o]),
+                                         Dx ? static_cast<double>(dy[o]) : 0.0, m[i], k1[i], k2[i],
+                                         Dx ? k3[i] : 0.0);
     }
   }
 }
@@ -696,7 +671,6 @@ HWY_INLINE void add_relu_run(const T* HWY_RESTRICT x, const T* HWY_RESTRICT z,
                              const double* HWY_RESTRICT k2, T* HWY_RESTRICT out,
                              uint8_t* HWY_RESTRICT mask, int64_t len) {
   const DD dd;
-  const hn::Rebind<T, DD> dt;
   const hn::Rebind<int32_t, DD> di;
   const hn::Rebind<uint8_t, DD> du8;
   const VD zero = hn::Zero(dd), one = hn::Set(dd, 1.0);
@@ -723,14 +697,7 @@ HWY_INLINE void add_relu_run(const T* HWY_RESTRICT x, const T* HWY_RESTRICT z,
     // 1.0/0.0 → int32 → uint8: the mask bytes of kLanes elements in one store.
     const auto bits = hn::DemoteTo(di, hn::IfThenElseZero(hn::Gt(r, zero), one));
     hn::StoreU(hn::DemoteTo(du8, bits), du8, mask + i);
-    const VD y = hn::IfThenZeroElse(hn::Le(r, zero), r);  // NaN stays NaN, as relu
-    if constexpr (Stream && sizeof(T) == 4) {
-      hn::Stream(hn::DemoteTo(dt, y), dt, out + i);
-    } else if constexpr (Stream) {
-      hn::Stream(y, dd, out + i);
-    } else {
-      store_d(dd, y, out + i);
-    }
+    store_out<Stream>(dd, hn::IfThenZeroElse(hn::Le(r, zero), r), out + i);  // NaN stays NaN
   }
   for (; i < len; ++i) scalar(i);
 }
