@@ -1,6 +1,7 @@
 // Bit-identical results for 1, 2, 3 and 8 threads and for contiguous vs channels-last input:
 // forward (y, save_mean, save_invstd, running stats) and backward (dx, dweight, dbias).
-// Shapes cover several row blocks, rows cut into segments (HW > 4096) and C not a multiple of 64.
+// Shapes cover several row blocks, rows cut into segments (HW > 4096), C not a multiple of 64 and
+// a tensor over 4 MiB (the NHWC walk path).
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -45,7 +46,10 @@ void expect_identical(const Outputs& a, const Outputs& b, const std::string& wha
 }
 
 TEST(BatchNormDeterminism, SameBitsForAnyThreadCountAndLayout) {
-  const Shape shapes[] = {{64, 5, 10, 10}, {2, 3, 70, 70}, {33, 130, 3, 5}, {3, 7, 2, 3, 50}};
+  // The last shape is over 4 MiB: NHWC blocks read by walks, channel ranges that depend on the
+  // thread count (the values must not).
+  const Shape shapes[] = {{64, 5, 10, 10}, {2, 3, 70, 70}, {33, 130, 3, 5}, {3, 7, 2, 3, 50},
+                          {4, 200, 40, 40}};
   for (const Shape& shape : shapes) {
     for (DType dt : {DType::kFloat32, DType::kFloat64}) {
       const Outputs base = run(shape, dt, MemoryFormat::kContiguous, 1);
