@@ -21,9 +21,9 @@ namespace bnorm::kernels {
 // value is the pairwise sum of its blocks (split at nb/2, recursively).
 //
 // Statistics: per block, one sweep adds d = x − K and d² (K = the block's first element, (n0, s0),
-// or 0 if that is not finite: block_shift),
-// so x is read once; the block's mean is K + Σd/L and its m2 = Σd² − (Σd)²/L (L elements); blocks
-// merge with Chan's formula (merge_moments) in the same pairwise tree. Why one sweep is accurate:
+// or 0 if that is not finite: block_shift), so x is read once; the block's mean is K + Σd/L and
+// its m2 = Σd² − (Σd)²/L (L elements); blocks merge with Chan's formula (merge_moments) in the
+// same pairwise tree. Why one sweep is accurate:
 // K is an element of the block, so (mean − K)² ≤ m2 and Σd² ≤ (L + 1)·m2; the cancellation in
 // Σd² − (Σd)²/L costs at most a factor L + 1 on the rounding of Σd² (each slot adds L/8 ≤ 128
 // terms): a relative error below 128·1025·2^-53 ≈ 1.5e-11 in the worst case (a block whose first
@@ -141,7 +141,7 @@ struct BlockSums {
 };
 
 /// A channel's mean and biased variance from the BlockSums of its nb blocks (statistics: shift
-/// = the block's first element); `scratch` holds nb BlockMoments.
+/// = block_shift of the block's first element); `scratch` holds nb BlockMoments.
 inline void finish_stats(const BlockPlan& plan, int64_t hw, const BlockSums* sums, int64_t nb,
                          BlockMoments* scratch, double* mean, double* var) {
   for (int64_t b = 0; b < nb; ++b) {

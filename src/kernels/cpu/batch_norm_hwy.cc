@@ -104,7 +104,8 @@ constexpr int64_t kGroup = kLanes >= 8 ? 4 : (kLanes >= 4 ? 2 : 1);
 
 // The sums of block r for the G channels c0 … c0 + G − 1 of an NCHW tensor with HW ≥ 8: rows are
 // streamed with slot s mod 8 in lane s mod 8; the last HW mod 8 positions of a row go through a
-// masked load (load_first) and a lane mask. out[g] receives channel c0 + g's sums.
+// masked load (load_first) and a lane mask. out[g] holds channel c0 + g's shift and receives its
+// sums.
 template <int64_t G, bool Backward, typename T>
 HWY_NOINLINE void nchw_block_sums(const BatchNormProblem& p, const T* HWY_RESTRICT x,
                                   const T* HWY_RESTRICT dy, int64_t c0, const BlockRange r,
@@ -113,9 +114,6 @@ HWY_NOINLINE void nchw_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   const int64_t hw = p.hw;
   VD a1[G][kSlotVecs], a2[G][kSlotVecs], sh[G];
   for (int64_t g = 0; g < G; ++g) {
-    out[g].shift = Backward
-                       ? out[g].shift
-                       : block_shift(static_cast<double>(x[(r.n0 * p.c + c0 + g) * hw + r.s0]));
     sh[g] = hn::Set(dd, out[g].shift);
     for (int64_t v = 0; v < kSlotVecs; ++v) a1[g][v] = a2[g][v] = hn::Zero(dd);
   }
@@ -379,13 +377,16 @@ void block_sums_t(const BatchNormProblem& p, const T* x, const T* dy, const doub
         const int64_t c0 = item / nb * kGroup, b = item % nb;
         const int64_t cn = std::min(kGroup, p.c - c0);
         const BlockRange r = plan.range(b, p.hw);
-        for (int64_t j = 0; j < cn; ++j) out[j].shift = Backward ? mean[c0 + j] : 0.0;
+        // The shift: mean[c] (backward) or the block's first element (statistics).
+        for (int64_t j = 0; j < cn; ++j) {
+          out[j].shift =
+              Backward ? mean[c0 + j]
+                       : block_shift(static_cast<double>(x[(r.n0 * p.c + c0 + j) * p.hw + r.s0]));
+        }
         if (p.hw < kSlots) {
           // Rows shorter than a slot cycle: the scalar definition (rare: NCHW with HW < 8).
           for (int64_t j = 0; j < cn; ++j) {
             const int64_t off = (c0 + j) * p.hw;
-            if (!Backward)
-              out[j].shift = block_shift(static_cast<double>(x[off + r.n0 * p.c * p.hw + r.s0]));
             block_sums_scalar<Backward>(x + off, Backward ? dy + off : nullptr, p.c * p.hw, 1, p.hw,
                                         r, out[j].shift, out[j].sum);
           }
