@@ -13,6 +13,7 @@
 #include "bnorm/error.h"
 #include "bnorm/parallel.h"
 #include "kernels/batch_norm_impls.h"
+#include "kernels/relu_mask_bits.h"
 
 namespace bnorm {
 
@@ -173,14 +174,15 @@ void check_forward_out_shapes(const char* fn, const BatchNormProblem& p, const T
   check_per_channel(fn, "save_invstd", save_invstd, p, /*required=*/true);
 }
 
-// out[i] = mask[i] ? dy[i] : 0 in memory order (out has dy's strides), in parallel.
+// out[i] = dy[i] where mask bit i is set, else 0, in memory order (out has dy's strides), in
+// parallel: the fused backward's dz when dx is not wanted.
 void mask_gradient(DType dtype, const void* dy, const uint8_t* mask, void* out, int64_t n) {
   kernels::dispatch_dtype(dtype, [&](auto t) {
     using T = decltype(t);
     const T* a = static_cast<const T*>(dy);
     T* o = static_cast<T*>(out);
     parallel_for(0, n, int64_t{1} << 16, [=](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) o[i] = mask[i] ? a[i] : T(0);
+      for (int64_t i = i0; i < i1; ++i) o[i] = kernels::relu_mask_bit(mask, i) ? a[i] : T(0);
     });
   });
 }
@@ -213,7 +215,7 @@ void write_output(const kernels::BatchNormImpl& impl, const BatchNormProblem& p,
     impl.normalize(p, x.raw_data(), mean, scale, shift, y.raw_data());
     return;
   }
-  mask->resize(static_cast<std::size_t>(x.numel()));
+  mask->resize(x.numel());
   kernels::NormalizeAddReluFn fused = impl.normalize_add_relu;
   for (const kernels::BatchNormImpl& other : kernels::batch_norm_impls()) {
     if (!fused && other.normalize_add_relu && other.supports(p).empty())
@@ -389,12 +391,16 @@ Tensor batch_norm_forward_infer(const Tensor& x, const Tensor& weight, const Ten
   return y;
 }
 
-void batch_norm_backward_out(const Tensor& dy, const Tensor& x, const Tensor& weight,
-                             const Tensor& running_mean, const Tensor& running_var,
-                             const Tensor& save_mean, const Tensor& save_invstd, bool train,
-                             double eps, std::array<bool, 3> output_mask, Tensor& dx,
-                             Tensor& dweight, Tensor& dbias) {
-  constexpr const char* fn = "batch_norm_backward";
+namespace {
+
+// The backward of BN, or with `mask` (the packed ReLU mask) that of the fused BN (+ Add) + ReLU,
+// with g = dy masked: the kernels read dy and the mask, and the dx pass also writes g to dz when
+// dz is defined. Everything is checked before anything is written.
+void backward_core(const char* fn, const Tensor& dy, const Tensor& x, const Tensor& weight,
+                   const Tensor& running_mean, const Tensor& running_var, const Tensor& save_mean,
+                   const Tensor& save_invstd, const uint8_t* mask, bool train, double eps,
+                   std::array<bool, 3> output_mask, Tensor& dx, Tensor& dz, Tensor& dweight,
+                   Tensor& dbias) {
   const BatchNormProblem p = check_input(fn, "x", x);
   check_input(fn, "dy", dy);
   if (dy.shape() != x.shape()) {
@@ -443,6 +449,24 @@ void batch_norm_backward_out(const Tensor& dy, const Tensor& x, const Tensor& we
   if (output_mask[1] && output_mask[2] && dweight.overlaps(dbias)) {
     throw ValueError(fmt::format("{}: dweight must not overlap dbias", fn));
   }
+  if (dz.defined()) {
+    check_elementwise_out(fn, "dz", dz, "dy", dy, p, /*may_alias=*/true);
+    check_no_overlap(fn, "dz", dz,
+                     {{"x", &x},
+                      {"weight", &weight},
+                      {"save_mean", &save_mean},
+                      {"save_invstd", &save_invstd},
+                      {"running_mean", &running_mean},
+                      {"running_var", &running_var}});
+    if (output_mask[0] && dz.overlaps(dx)) {
+      throw ValueError(fmt::format("{}: dz must not overlap dx", fn));
+    }
+    for (const Tensor* t : {&dweight, &dbias}) {
+      if (t->defined() && dz.overlaps(*t)) {
+        throw ValueError(fmt::format("{}: dz must not overlap dweight or dbias", fn));
+      }
+    }
+  }
 
   const std::vector<double> w = per_channel(weight, p.c, 1.0);
   std::vector<double> mean, invstd(p.c);
@@ -458,7 +482,7 @@ void batch_norm_backward_out(const Tensor& dy, const Tensor& x, const Tensor& we
   const bool need_sums = train || output_mask[1] || output_mask[2];
   std::vector<double> sum_dy(p.c, 0.0), sum_dy_xmu(p.c, 0.0);
   if (need_sums) {
-    impl.backward_reduce(p, x.raw_data(), dy.raw_data(), mean.data(), sum_dy.data(),
+    impl.backward_reduce(p, x.raw_data(), dy.raw_data(), mask, mean.data(), sum_dy.data(),
                          sum_dy_xmu.data());
     throw_if_nonfinite(fn, "dy or x", sum_dy, sum_dy_xmu);
   }
@@ -473,8 +497,10 @@ void batch_norm_backward_out(const Tensor& dy, const Tensor& x, const Tensor& we
         k_const[c] = -sum_dy[c] / n * k_dy[c];
       }
     }
-    impl.backward_dx(p, x.raw_data(), dy.raw_data(), mean.data(), k_dy.data(), k_xmu.data(),
-                     k_const.data(), dx.raw_data());
+    impl.backward_dx(p, x.raw_data(), dy.raw_data(), mask, mean.data(), k_dy.data(), k_xmu.data(),
+                     k_const.data(), dx.raw_data(), dz.defined() ? dz.raw_data() : nullptr);
+  } else if (dz.defined()) {
+    mask_gradient(p.dtype, dy.raw_data(), mask, dz.raw_data(), x.numel());
   }
   if (output_mask[1]) {
     std::vector<double> dw(p.c);
@@ -482,6 +508,18 @@ void batch_norm_backward_out(const Tensor& dy, const Tensor& x, const Tensor& we
     store_per_channel(dweight, dw);
   }
   if (output_mask[2]) store_per_channel(dbias, sum_dy);
+}
+
+}  // namespace
+
+void batch_norm_backward_out(const Tensor& dy, const Tensor& x, const Tensor& weight,
+                             const Tensor& running_mean, const Tensor& running_var,
+                             const Tensor& save_mean, const Tensor& save_invstd, bool train,
+                             double eps, std::array<bool, 3> output_mask, Tensor& dx,
+                             Tensor& dweight, Tensor& dbias) {
+  Tensor no_dz;
+  backward_core("batch_norm_backward", dy, x, weight, running_mean, running_var, save_mean,
+                save_invstd, nullptr, train, eps, output_mask, dx, no_dz, dweight, dbias);
 }
 
 BatchNormBackwardResult batch_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
@@ -510,22 +548,14 @@ void batch_norm_add_relu_backward_out(const Tensor& dy, const Tensor& x, const T
                                       std::array<bool, 3> output_mask, Tensor& dx, Tensor& dz,
                                       Tensor& dweight, Tensor& dbias) {
   constexpr const char* fn = "batch_norm_add_relu_backward";
-  const BatchNormProblem p = check_input(fn, "x", x);
-  check_input(fn, "dy", dy);
-  if (static_cast<int64_t>(mask.size()) != x.numel()) {
+  check_input(fn, "x", x);
+  if (mask.size() != x.numel()) {
     throw ValueError(
         fmt::format("{}: mask must have x.numel()={} entries (from the forward), got {}", fn,
                     x.numel(), mask.size()));
   }
-  // g = dy where the ReLU let its input through: the gradient of BN's output and of z.
-  Tensor g = dz.defined() ? dz : Tensor::empty(x.shape(), x.dtype(), x.memory_format());
-  check_elementwise_out(fn, "dz", g, "dy", dy, p, /*may_alias=*/true);
-  check_no_overlap(
-      fn, "dz", g,
-      {{"x", &x}, {"weight", &weight}, {"save_mean", &save_mean}, {"save_invstd", &save_invstd}});
-  mask_gradient(p.dtype, dy.raw_data(), mask.data(), g.raw_data(), x.numel());
-  batch_norm_backward_out(g, x, weight, running_mean, running_var, save_mean, save_invstd, train,
-                          eps, output_mask, dx, dweight, dbias);
+  backward_core(fn, dy, x, weight, running_mean, running_var, save_mean, save_invstd, mask.data(),
+                train, eps, output_mask, dx, dz, dweight, dbias);
 }
 
 const char* batch_norm_implementation_name(const Tensor& x) {

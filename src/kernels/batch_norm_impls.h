@@ -46,16 +46,23 @@ using StatsFn = void (*)(const BatchNormProblem& p, const void* x, double* mean,
 /// y = (x − mean[c])·scale[c] + shift[c]; y may equal x.
 using NormalizeFn = void (*)(const BatchNormProblem& p, const void* x, const double* mean,
                              const double* scale, const double* shift, void* y);
-/// sum_dy[c] = Σdy, sum_dy_xmu[c] = Σdy·(x − mean[c]); one pass over x and dy.
+/// In the backward, the gradient g the kernels read is dy, or, with a ReLU mask (packed bits,
+/// relu_mask_bits.h; null for the plain op), g = dy where the mask bit is set, else 0 (+0.0, as if
+/// dy had been masked first: the fused BN + ReLU backward is bit-identical to that composition).
+/// sum_dy[c] = Σg, sum_dy_xmu[c] = Σg·(x − mean[c]); one pass over x, dy (and the mask).
 using BackwardReduceFn = void (*)(const BatchNormProblem& p, const void* x, const void* dy,
-                                  const double* mean, double* sum_dy, double* sum_dy_xmu);
-/// dx = k_dy[c]·dy + k_xmu[c]·(x − mean[c]) + k_const[c]; dx may equal dy.
+                                  const uint8_t* mask, const double* mean, double* sum_dy,
+                                  double* sum_dy_xmu);
+/// dx = k_dy[c]·g + k_xmu[c]·(x − mean[c]) + k_const[c]; when `g_out` is not null it receives g
+/// (the residual's gradient of the fused op). dx and g_out may equal dy, not each other.
 using BackwardDxFn = void (*)(const BatchNormProblem& p, const void* x, const void* dy,
-                              const double* mean, const double* k_dy, const double* k_xmu,
-                              const double* k_const, void* dx);
+                              const uint8_t* mask, const double* mean, const double* k_dy,
+                              const double* k_xmu, const double* k_const, void* dx, void* g_out);
 
 /// The fused BN (+ Add) + ReLU epilogue: r = ((x − mean[c])·scale[c] + shift[c]) + z (z may be
-/// null), y = r > 0 || r is NaN ? r : 0, mask[i] = (r > 0) for memory index i. y may equal x or z.
+/// null), y = r > 0 || r is NaN ? r : 0, and bit i of the packed `mask` (memory index i) =
+/// (r > 0); the mask's (numel + 7) / 8 bytes are all written, bits past numel 0. y may equal x
+/// or z.
 using NormalizeAddReluFn = void (*)(const BatchNormProblem& p, const void* x, const void* z,
                                     const double* mean, const double* scale, const double* shift,
                                     void* y, uint8_t* mask);
@@ -87,10 +94,11 @@ void normalize_add_relu(const BatchNormProblem& p, const void* x, const void* z,
 void stats(const BatchNormProblem& p, const void* x, double* mean, double* var);
 void normalize(const BatchNormProblem& p, const void* x, const double* mean, const double* scale,
                const double* shift, void* y);
-void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
-                     double* sum_dy, double* sum_dy_xmu);
-void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
-                 const double* k_dy, const double* k_xmu, const double* k_const, void* dx);
+void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
+                     const double* mean, double* sum_dy, double* sum_dy_xmu);
+void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
+                 const double* mean, const double* k_dy, const double* k_xmu, const double* k_const,
+                 void* dx, void* g_out);
 }  // namespace reference
 
 namespace cpu_hwy {
@@ -99,10 +107,11 @@ void normalize_add_relu(const BatchNormProblem& p, const void* x, const void* z,
 void stats(const BatchNormProblem& p, const void* x, double* mean, double* var);
 void normalize(const BatchNormProblem& p, const void* x, const double* mean, const double* scale,
                const double* shift, void* y);
-void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
-                     double* sum_dy, double* sum_dy_xmu);
-void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
-                 const double* k_dy, const double* k_xmu, const double* k_const, void* dx);
+void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
+                     const double* mean, double* sum_dy, double* sum_dy_xmu);
+void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
+                 const double* mean, const double* k_dy, const double* k_xmu, const double* k_const,
+                 void* dx, void* g_out);
 /// The instruction set HWY_DYNAMIC_DISPATCH picked on this machine ("AVX3", "AVX2", …).
 const char* target_name();
 }  // namespace cpu_hwy
@@ -111,10 +120,11 @@ namespace cpu_blocked {
 void stats(const BatchNormProblem& p, const void* x, double* mean, double* var);
 void normalize(const BatchNormProblem& p, const void* x, const double* mean, const double* scale,
                const double* shift, void* y);
-void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
-                     double* sum_dy, double* sum_dy_xmu);
-void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
-                 const double* k_dy, const double* k_xmu, const double* k_const, void* dx);
+void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
+                     const double* mean, double* sum_dy, double* sum_dy_xmu);
+void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
+                 const double* mean, const double* k_dy, const double* k_xmu, const double* k_const,
+                 void* dx, void* g_out);
 }  // namespace cpu_blocked
 
 }  // namespace bnorm::kernels

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/relu_mask_bits.h"
+
 namespace bnorm::kernels {
 
 // Note [Canonical reduction order]
@@ -166,12 +168,15 @@ inline void finish_sums(const BlockSums* sums, int64_t nb, double* scratch, doub
 /// The two sums of one block of one channel in the canonical order, element (n, s) at
 /// x[n·stride_n + s·stride_s] (stride_n = C·HW and stride_s = 1 for NCHW, HW·C and C for NHWC):
 ///   Backward = false: out = {Σ(x − shift), Σ(x − shift)²}        (statistics; shift = K)
-///   Backward = true:  out = {Σdy, Σdy·(x − shift)}               (backward; shift = mean)
+///   Backward = true:  out = {Σg, Σg·(x − shift)}                 (backward; shift = mean)
+/// with g = dy, or 0 where a ReLU mask is given and the bit of memory index mask_base + i is clear
+/// (x[i] and dy[i] as above; see BackwardReduceFn).
 /// The executable definition of Note [Canonical reduction order]: the portable implementation
 /// and the SIMD kernels' scalar leftovers call it, and the SIMD paths must match it bit for bit.
 template <bool Backward, typename T>
 void block_sums_scalar(const T* x, const T* dy, int64_t stride_n, int64_t stride_s, int64_t hw,
-                       const BlockRange& r, double shift, double out[2]) {
+                       const BlockRange& r, double shift, double out[2],
+                       const uint8_t* mask = nullptr, int64_t mask_base = 0) {
   double a1[kSlots] = {}, a2[kSlots] = {};
   for (int64_t n = r.n0; n < r.n1; ++n) {
     for (int64_t s = r.s0; s < r.s1; ++s) {
@@ -179,7 +184,8 @@ void block_sums_scalar(const T* x, const T* dy, int64_t stride_n, int64_t stride
       const int64_t slot = slot_of(hw, n - r.n0, s);
       const double d = static_cast<double>(x[i]) - shift;
       if constexpr (Backward) {
-        const double g = static_cast<double>(dy[i]);
+        const double g =
+            mask && !relu_mask_bit(mask, mask_base + i) ? 0.0 : static_cast<double>(dy[i]);
         a1[slot] += g;
         a2[slot] += g * d;
       } else {

@@ -57,7 +57,7 @@ void expect_matches_unfused(const Shape& shape, DType dt, MemoryFormat fmt, bool
   // The mask is 1 exactly where y > 0 (memory order; compare through the output).
   const Tensor ymem = f.y.to(DType::kFloat64);
   const double* yp = ymem.data<double>();
-  for (std::size_t i = 0; i < f.mask.size(); ++i) ASSERT_EQ(f.mask[i], yp[i] > 0 ? 1 : 0);
+  for (int64_t i = 0; i < f.mask.size(); ++i) ASSERT_EQ(f.mask[i], yp[i] > 0);
 }
 
 TEST(BatchNormAddRelu, MatchesTheUnfusedComposition) {
@@ -146,6 +146,68 @@ TEST(BatchNormAddRelu, GradientsByFiniteDifferences) {
   EXPECT_TRUE(all_close(db.to_vector(), ndb, 1e-6, 1e-6));
 }
 
+// dy masked by the forward's ReLU mask, in memory order: what the unfused composition feeds to
+// batch_norm_backward.
+template <typename T>
+Tensor masked_dy(const Tensor& dy, const ReluMask& mask) {
+  Tensor g = dy.clone();
+  T* p = static_cast<T*>(g.raw_data());
+  for (int64_t i = 0; i < mask.size(); ++i)
+    if (!mask[i]) p[i] = T(0);
+  return g;
+}
+
+void expect_backward_is_composition(const Shape& shape, DType dt, MemoryFormat fmt, uint64_t seed) {
+  SCOPED_TRACE(shape_str(shape) + dtype_name(dt) + memory_format_name(fmt));
+  const int64_t C = shape[1];
+  const std::size_t count = static_cast<std::size_t>(shape[0] * C * spatial_size(shape));
+  Tensor x = make_tensor(shape, randn(count, seed, 0.5, 2.0), dt, fmt);
+  Tensor z = make_tensor(shape, randn(count, seed + 1), dt, fmt);
+  Tensor dy = make_tensor(shape, randn(count, seed + 2), dt, fmt);
+  Tensor w = make_tensor({C}, randn(C, seed + 3, 1.0, 0.3), dt),
+         b = make_tensor({C}, randn(C, seed + 4), dt);
+  Fused f = run_fused(x, z, w, b);
+  const Tensor g =
+      dt == DType::kFloat32 ? masked_dy<float>(dy, f.mask) : masked_dy<double>(dy, f.mask);
+  const BatchNormBackwardResult u =
+      batch_norm_backward(g, x, w, Tensor(), Tensor(), f.save_mean, f.save_invstd, true, 1e-5);
+  auto empty = [&] { return Tensor::empty(shape, dt, fmt); };
+  // Fresh dx and dz; no dz (BN + ReLU); dz over dy; dx over dy.
+  for (int variant = 0; variant < 4; ++variant) {
+    SCOPED_TRACE(variant);
+    Tensor dyv = variant >= 2 ? dy.clone() : dy;
+    Tensor dx = variant == 3 ? dyv : empty();
+    Tensor dz = variant == 1 ? Tensor() : variant == 2 ? dyv : empty();
+    Tensor dw = Tensor::empty({C}, dt), db = Tensor::empty({C}, dt);
+    batch_norm_add_relu_backward_out(dyv, x, w, Tensor(), Tensor(), f.save_mean, f.save_invstd,
+                                     f.mask, true, 1e-5, {true, true, true}, dx, dz, dw, db);
+    EXPECT_TRUE(bit_identical(dx.to_vector(), u.dx.to_vector()));
+    EXPECT_TRUE(bit_identical(dw.to_vector(), u.dweight.to_vector()));
+    EXPECT_TRUE(bit_identical(db.to_vector(), u.dbias.to_vector()));
+    if (dz.defined()) {
+      EXPECT_TRUE(bit_identical(dz.to_vector(), g.to_vector()));
+    }
+  }
+}
+
+// The fused backward reads dy and the mask in its reduction and writes dx and dz in one pass:
+// the same bits as masking dy and calling batch_norm_backward, on every path (row tails, NHWC
+// rows and walks, outputs of 16 MiB and more streamed past the cache).
+TEST(BatchNormAddRelu, BackwardIsTheCompositionBitForBit) {
+  const Shape shapes[] = {{8, 5}, {4, 3, 7, 5}, {2, 17, 3, 3}, {3, 4, 2, 3, 5}, {3, 72, 7, 7}};
+  uint64_t seed = 300;
+  for (const Shape& shape : shapes) {
+    for (DType dt : {DType::kFloat32, DType::kFloat64}) {
+      for (MemoryFormat fmt : {MemoryFormat::kContiguous, MemoryFormat::kChannelsLast}) {
+        if (fmt == MemoryFormat::kChannelsLast && shape.size() < 4) continue;
+        expect_backward_is_composition(shape, dt, fmt, seed += 5);
+      }
+    }
+  }
+  for (MemoryFormat fmt : {MemoryFormat::kContiguous, MemoryFormat::kChannelsLast})
+    expect_backward_is_composition({4, 64, 128, 130}, DType::kFloat32, fmt, 99);
+}
+
 TEST(BatchNormAddRelu, EvalModeAndNaN) {
   Tensor x = make_tensor({4, 3}, randn(12, 11), DType::kFloat32);
   x.set_item({2, 1}, NAN);
@@ -177,6 +239,33 @@ TEST(BatchNormAddRelu, BadInput) {
                                          true, 1e-5, {true, false, false}, dx, dz, dw, db);
       },
       "mask must have x.numel()=48 entries (from the forward), got 5");
+  ReluMask full(48);
+  expect_error<ValueError>(
+      [&] {
+        batch_norm_add_relu_backward_out(x, x, Tensor(), Tensor(), Tensor(), sm, si, full, true,
+                                         1e-5, {true, false, false}, dx, dx, dw, db);
+      },
+      "batch_norm_add_relu_backward: dz must not overlap dx");
+  // A NaN in dy under NonFinitePolicy::kThrow: found by the reduction, before dx or dz is
+  // written (the unfused composition wrote dz first).
+  Tensor xs = make_tensor({4, 3, 2, 2}, randn(48, 5), DType::kFloat32);
+  Tensor dy = Tensor::ones({4, 3, 2, 2});
+  dy.set_item({1, 2, 0, 1}, NAN);
+  ReluMask all(48);
+  for (int64_t i = 0; i < 6; ++i) all.data()[i] = 0xff;
+  Tensor dz2 = Tensor::full({4, 3, 2, 2}, 7.0), dx2 = Tensor::full({4, 3, 2, 2}, 7.0);
+  Fused f = run_fused(xs, Tensor(), Tensor(), Tensor());
+  set_nonfinite_policy(NonFinitePolicy::kThrow);
+  expect_error<ValueError>(
+      [&] {
+        batch_norm_add_relu_backward_out(dy, xs, Tensor(), Tensor(), Tensor(), f.save_mean,
+                                         f.save_invstd, all, true, 1e-5, {true, false, false}, dx2,
+                                         dz2, dw, db);
+      },
+      "NaN or Inf in channel 2");
+  set_nonfinite_policy(NonFinitePolicy::kPropagate);
+  for (double v : dz2.to_vector()) ASSERT_EQ(v, 7.0);
+  for (double v : dx2.to_vector()) ASSERT_EQ(v, 7.0);
 }
 
 }  // namespace

@@ -58,6 +58,22 @@ std::vector<T> to_layout(const BatchNormProblem& p, const std::vector<double>& v
   return out;
 }
 
+// A packed ReLU mask (relu_mask_bits.h) with about half the bits set, and dy masked by it: the
+// input of the unfused composition the fused backward must match.
+std::vector<uint8_t> random_mask(std::size_t count, uint64_t seed) {
+  const std::vector<double> u = test::randn(count, seed);
+  std::vector<uint8_t> mask((count + 7) / 8, 0);
+  for (std::size_t i = 0; i < count; ++i)
+    if (u[i] > 0) mask[i / 8] |= static_cast<uint8_t>(1u << (i % 8));
+  return mask;
+}
+template <typename T>
+std::vector<T> masked(const std::vector<T>& dy, const std::vector<uint8_t>& mask) {
+  std::vector<T> out(dy.size());
+  for (std::size_t i = 0; i < dy.size(); ++i) out[i] = (mask[i / 8] >> (i % 8)) & 1 ? dy[i] : T(0);
+  return out;
+}
+
 template <typename T>
 void check_impl(const BatchNormImpl& impl, const BatchNormProblem& p, uint64_t seed) {
   SCOPED_TRACE(std::string(impl.name) + " " + problem_str(p));
@@ -81,25 +97,58 @@ void check_impl(const BatchNormImpl& impl, const BatchNormProblem& p, uint64_t s
                               std::vector<double>(ry.begin(), ry.end()), out_tol, out_tol));
 
   std::vector<double> s0(C), s1(C), rs0(C), rs1(C);
-  impl.backward_reduce(p, x.data(), dy.data(), rmean.data(), s0.data(), s1.data());
-  reference::backward_reduce(p, x.data(), dy.data(), rmean.data(), rs0.data(), rs1.data());
+  impl.backward_reduce(p, x.data(), dy.data(), nullptr, rmean.data(), s0.data(), s1.data());
+  reference::backward_reduce(p, x.data(), dy.data(), nullptr, rmean.data(), rs0.data(), rs1.data());
   const double red_tol = 1e-12 * std::sqrt(static_cast<double>(p.n * p.hw));
   EXPECT_TRUE(test::all_close(s0, rs0, red_tol, 1e-12));
   EXPECT_TRUE(test::all_close(s1, rs1, red_tol, 1e-12));
 
   std::vector<double> k3 = test::randn(C, seed + 4);
   std::vector<T> dx(count), rdx(count);
-  impl.backward_dx(p, x.data(), dy.data(), rmean.data(), scale.data(), shift.data(), k3.data(),
-                   dx.data());
-  reference::backward_dx(p, x.data(), dy.data(), rmean.data(), scale.data(), shift.data(),
-                         k3.data(), rdx.data());
+  impl.backward_dx(p, x.data(), dy.data(), nullptr, rmean.data(), scale.data(), shift.data(),
+                   k3.data(), dx.data(), nullptr);
+  reference::backward_dx(p, x.data(), dy.data(), nullptr, rmean.data(), scale.data(), shift.data(),
+                         k3.data(), rdx.data(), nullptr);
   EXPECT_TRUE(test::all_close(std::vector<double>(dx.begin(), dx.end()),
                               std::vector<double>(rdx.begin(), rdx.end()), out_tol, out_tol));
   // In place: dx written over dy.
   std::vector<T> inplace = dy;
-  impl.backward_dx(p, x.data(), inplace.data(), rmean.data(), scale.data(), shift.data(), k3.data(),
-                   inplace.data());
+  impl.backward_dx(p, x.data(), inplace.data(), nullptr, rmean.data(), scale.data(), shift.data(),
+                   k3.data(), inplace.data(), nullptr);
   EXPECT_EQ(inplace, dx);
+
+  // The fused BN + ReLU backward (a ReLU mask) gives the bits of the same implementation run on
+  // dy masked first; g_out receives that masked dy, also in place over dy.
+  const std::vector<uint8_t> mask = random_mask(count, seed + 5);
+  const std::vector<T> dym = masked(dy, mask);
+  std::vector<double> m0(C), m1(C);
+  impl.backward_reduce(p, x.data(), dy.data(), mask.data(), rmean.data(), m0.data(), m1.data());
+  impl.backward_reduce(p, x.data(), dym.data(), nullptr, rmean.data(), s0.data(), s1.data());
+  EXPECT_TRUE(test::bit_identical(m0, s0));
+  EXPECT_TRUE(test::bit_identical(m1, s1));
+  std::vector<T> g(count), dxm(count);
+  impl.backward_dx(p, x.data(), dy.data(), mask.data(), rmean.data(), scale.data(), shift.data(),
+                   k3.data(), dxm.data(), g.data());
+  impl.backward_dx(p, x.data(), dym.data(), nullptr, rmean.data(), scale.data(), shift.data(),
+                   k3.data(), dx.data(), nullptr);
+  EXPECT_EQ(dxm, dx);
+  EXPECT_EQ(g, dym);
+  inplace = dy;
+  impl.backward_dx(p, x.data(), inplace.data(), mask.data(), rmean.data(), scale.data(),
+                   shift.data(), k3.data(), dxm.data(), inplace.data());
+  EXPECT_EQ(inplace, dym);
+  EXPECT_EQ(dxm, dx);
+
+  // The fused forward epilogue: y = relu(normalize + z) and the mask bits, as the reference's.
+  if (impl.normalize_add_relu) {
+    std::vector<uint8_t> bits((count + 7) / 8, 0xff), rbits((count + 7) / 8, 0);
+    impl.normalize_add_relu(p, x.data(), dy.data(), rmean.data(), scale.data(), shift.data(),
+                            y.data(), bits.data());
+    reference::normalize_add_relu(p, x.data(), dy.data(), rmean.data(), scale.data(), shift.data(),
+                                  ry.data(), rbits.data());
+    EXPECT_EQ(y, ry);
+    EXPECT_EQ(bits, rbits);
+  }
 }
 
 // Every optimized implementation follows Note [Canonical reduction order] with the same
@@ -124,13 +173,28 @@ void check_bit_identical(const BatchNormImpl& impl, const BatchNormImpl& base,
   base.normalize(p, x.data(), m2.data(), sc.data(), sh.data(), y2.data());
   EXPECT_EQ(y1, y2);
   std::vector<double> a0(C), a1(C), b0(C), b1(C);
-  impl.backward_reduce(p, x.data(), dy.data(), m2.data(), a0.data(), a1.data());
-  base.backward_reduce(p, x.data(), dy.data(), m2.data(), b0.data(), b1.data());
+  impl.backward_reduce(p, x.data(), dy.data(), nullptr, m2.data(), a0.data(), a1.data());
+  base.backward_reduce(p, x.data(), dy.data(), nullptr, m2.data(), b0.data(), b1.data());
   EXPECT_TRUE(test::bit_identical(a0, b0));
   EXPECT_TRUE(test::bit_identical(a1, b1));
-  impl.backward_dx(p, x.data(), dy.data(), m2.data(), sc.data(), sh.data(), k3.data(), y1.data());
-  base.backward_dx(p, x.data(), dy.data(), m2.data(), sc.data(), sh.data(), k3.data(), y2.data());
+  impl.backward_dx(p, x.data(), dy.data(), nullptr, m2.data(), sc.data(), sh.data(), k3.data(),
+                   y1.data(), nullptr);
+  base.backward_dx(p, x.data(), dy.data(), nullptr, m2.data(), sc.data(), sh.data(), k3.data(),
+                   y2.data(), nullptr);
   EXPECT_EQ(y1, y2);
+  // With a ReLU mask (the fused BN + ReLU backward).
+  const std::vector<uint8_t> mask = random_mask(count, seed + 5);
+  impl.backward_reduce(p, x.data(), dy.data(), mask.data(), m2.data(), a0.data(), a1.data());
+  base.backward_reduce(p, x.data(), dy.data(), mask.data(), m2.data(), b0.data(), b1.data());
+  EXPECT_TRUE(test::bit_identical(a0, b0));
+  EXPECT_TRUE(test::bit_identical(a1, b1));
+  std::vector<T> g1(count), g2(count);
+  impl.backward_dx(p, x.data(), dy.data(), mask.data(), m2.data(), sc.data(), sh.data(), k3.data(),
+                   y1.data(), g1.data());
+  base.backward_dx(p, x.data(), dy.data(), mask.data(), m2.data(), sc.data(), sh.data(), k3.data(),
+                   y2.data(), g2.data());
+  EXPECT_EQ(y1, y2);
+  EXPECT_EQ(g1, g2);
 }
 
 TEST(BatchNormImpls, OptimizedImplementationsAreBitIdenticalToBlocked) {

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "bnorm/functional/relu_mask.h"
 #include "bnorm/tensor.h"
 
 namespace bnorm {
@@ -98,10 +99,6 @@ void batch_norm_backward_out(const Tensor& dy, const Tensor& x, const Tensor& we
                              double eps, std::array<bool, 3> output_mask, Tensor& dx,
                              Tensor& dweight, Tensor& dbias);
 
-/// One byte per element of x, in x's memory order: 1 where the fused ReLU let its input through
-/// (input > 0), else 0. A quarter of a float32 tensor; the backward reads it instead of y.
-using ReluMask = std::vector<uint8_t>;
-
 /// Fused BN + Add + ReLU, the tail of a ResNet block, training mode: y = max(0, BN(x) + z) in
 /// one pass over x after the statistics, BN exactly as batch_norm_forward_train_out (statistics,
 /// save_mean/save_invstd, running buffers). z, the residual, may be undefined (BN + ReLU); it
@@ -121,9 +118,12 @@ void batch_norm_add_relu_forward_infer_out(const Tensor& x, const Tensor& z, con
                                            const Tensor& running_var, double eps, Tensor& y,
                                            ReluMask& mask);
 
-/// Backward of the fused op: g = dy where mask, else 0, is written to dz (the gradient of the
-/// residual; a temporary when dz is undefined), then dx, dweight, dbias are batch_norm_backward
-/// of g. dz may be dy itself. Throws ValueError for a mask of the wrong size.
+/// Backward of the fused op: with g = dy where the mask is set, else 0 (the gradient of BN's
+/// output and of the residual z), dx, dweight and dbias are batch_norm_backward of g and dz = g.
+/// One fused reduction over (dy, mask, x) and one pass writing dx and dz, bit-identical to
+/// masking dy first and calling batch_norm_backward. dz may be undefined (BN + ReLU: no residual)
+/// or dy itself; dx may be dy itself, not dz. Throws ValueError for a mask of the wrong size and
+/// as batch_norm_backward_out, before writing anything.
 void batch_norm_add_relu_backward_out(const Tensor& dy, const Tensor& x, const Tensor& weight,
                                       const Tensor& running_mean, const Tensor& running_var,
                                       const Tensor& save_mean, const Tensor& save_invstd,

@@ -24,8 +24,8 @@ constexpr int64_t kElementwiseGrain = 32768;
 // with sums[b] = channel c's block b. Work items are (channel, block) pairs, channel-major for
 // NCHW (rows are contiguous) and block-major for NHWC (neighbouring channels share cache lines).
 template <bool Backward, typename T, typename Finish>
-void block_sums(const BatchNormProblem& p, const T* x, const T* dy, const double* mean,
-                Finish finish) {
+void block_sums(const BatchNormProblem& p, const T* x, const T* dy, const uint8_t* mask,
+                const double* mean, Finish finish) {
   const BlockPlan plan = make_block_plan(p.n, p.hw);
   const int64_t nb = plan.num_blocks;
   const bool nchw = p.layout == Layout::kNCHW;
@@ -42,26 +42,30 @@ void block_sums(const BatchNormProblem& p, const T* x, const T* dy, const double
           Backward ? mean[c]
                    : block_shift(static_cast<double>(x[off + r.n0 * stride_n + r.s0 * stride_s]));
       block_sums_scalar<Backward>(x + off, Backward ? dy + off : nullptr, stride_n, stride_s, p.hw,
-                                  r, out.shift, out.sum);
+                                  r, out.shift, out.sum, mask, off);
     }
   });
   for (int64_t c = 0; c < p.c; ++c) finish(c, partial.data() + c * nb, nb);
 }
 
-// Calls g(c, xv, dyv) -> double for every element and stores the result cast to T into out;
-// parallel over planes (NCHW) or rows (NHWC).
+// Calls g(c, xv, gv) -> double for every element and stores the result cast to T into out, with
+// gv = dy masked by the ReLU mask when there is one (0 when dy is null); g_out, when not null,
+// receives gv. Parallel over planes (NCHW) or rows (NHWC).
 template <typename T, typename G>
-void elementwise(const BatchNormProblem& p, const T* x, const T* dy, T* out, G g) {
+void elementwise(const BatchNormProblem& p, const T* x, const T* dy, const uint8_t* mask, T* out,
+                 T* g_out, G g) {
+  auto one = [=](int64_t i, int64_t c) {
+    const double gv = !dy || (mask && !relu_mask_bit(mask, i)) ? 0.0 : static_cast<double>(dy[i]);
+    out[i] = static_cast<T>(g(c, static_cast<double>(x[i]), gv));
+    if (g_out) g_out[i] = static_cast<T>(gv);
+  };
   if (p.layout == Layout::kNCHW) {
     const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(p.hw, 1));
     parallel_for(0, p.n * p.c, grain, [&](int64_t i0, int64_t i1) {
       for (int64_t plane = i0; plane < i1; ++plane) {
         const int64_t c = plane % p.c;
         const int64_t base = plane * p.hw;
-        for (int64_t s = 0; s < p.hw; ++s) {
-          out[base + s] = static_cast<T>(
-              g(c, static_cast<double>(x[base + s]), dy ? static_cast<double>(dy[base + s]) : 0.0));
-        }
+        for (int64_t s = 0; s < p.hw; ++s) one(base + s, c);
       }
     });
   } else {
@@ -69,10 +73,7 @@ void elementwise(const BatchNormProblem& p, const T* x, const T* dy, T* out, G g
     parallel_for(0, p.n * p.hw, grain, [&](int64_t i0, int64_t i1) {
       for (int64_t row = i0; row < i1; ++row) {
         const int64_t base = row * p.c;
-        for (int64_t c = 0; c < p.c; ++c) {
-          out[base + c] = static_cast<T>(
-              g(c, static_cast<double>(x[base + c]), dy ? static_cast<double>(dy[base + c]) : 0.0));
-        }
+        for (int64_t c = 0; c < p.c; ++c) one(base + c, c);
       }
     });
   }
@@ -84,7 +85,7 @@ template <typename T>
 void stats_t(const BatchNormProblem& p, const T* x, double* mean, double* var) {
   const BlockPlan plan = make_block_plan(p.n, p.hw);
   std::vector<BlockMoments> scratch(static_cast<std::size_t>(plan.num_blocks));
-  block_sums</*Backward=*/false>(p, x, static_cast<const T*>(nullptr), nullptr,
+  block_sums</*Backward=*/false>(p, x, static_cast<const T*>(nullptr), nullptr, nullptr,
                                  [&](int64_t c, const BlockSums* sums, int64_t nb) {
                                    finish_stats(plan, p.hw, sums, nb, scratch.data(), mean + c,
                                                 var + c);
@@ -92,13 +93,14 @@ void stats_t(const BatchNormProblem& p, const T* x, double* mean, double* var) {
 }
 
 template <typename T>
-void backward_reduce_t(const BatchNormProblem& p, const T* x, const T* dy, const double* mean,
-                       double* sum_dy, double* sum_dy_xmu) {
+void backward_reduce_t(const BatchNormProblem& p, const T* x, const T* dy, const uint8_t* mask,
+                       const double* mean, double* sum_dy, double* sum_dy_xmu) {
   std::vector<double> scratch;
-  block_sums</*Backward=*/true>(p, x, dy, mean, [&](int64_t c, const BlockSums* sums, int64_t nb) {
-    scratch.resize(static_cast<std::size_t>(nb));
-    finish_sums(sums, nb, scratch.data(), sum_dy + c, sum_dy_xmu + c);
-  });
+  block_sums</*Backward=*/true>(p, x, dy, mask, mean,
+                                [&](int64_t c, const BlockSums* sums, int64_t nb) {
+                                  scratch.resize(static_cast<std::size_t>(nb));
+                                  finish_sums(sums, nb, scratch.data(), sum_dy + c, sum_dy_xmu + c);
+                                });
 }
 
 }  // namespace
@@ -114,26 +116,28 @@ void normalize(const BatchNormProblem& p, const void* x, const double* mean, con
                const double* shift, void* y) {
   dispatch_dtype(p.dtype, [&](auto t) {
     using T = decltype(t);
-    elementwise(p, static_cast<const T*>(x), static_cast<const T*>(nullptr), static_cast<T*>(y),
+    elementwise(p, static_cast<const T*>(x), static_cast<const T*>(nullptr), nullptr,
+                static_cast<T*>(y), static_cast<T*>(nullptr),
                 [=](int64_t c, double xv, double) { return (xv - mean[c]) * scale[c] + shift[c]; });
   });
 }
 
-void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
-                     double* sum_dy, double* sum_dy_xmu) {
+void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
+                     const double* mean, double* sum_dy, double* sum_dy_xmu) {
   dispatch_dtype(p.dtype, [&](auto t) {
     using T = decltype(t);
-    backward_reduce_t(p, static_cast<const T*>(x), static_cast<const T*>(dy), mean, sum_dy,
+    backward_reduce_t(p, static_cast<const T*>(x), static_cast<const T*>(dy), mask, mean, sum_dy,
                       sum_dy_xmu);
   });
 }
 
-void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
-                 const double* k_dy, const double* k_xmu, const double* k_const, void* dx) {
+void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
+                 const double* mean, const double* k_dy, const double* k_xmu, const double* k_const,
+                 void* dx, void* g_out) {
   dispatch_dtype(p.dtype, [&](auto t) {
     using T = decltype(t);
-    elementwise(p, static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx),
-                [=](int64_t c, double xv, double dyv) {
+    elementwise(p, static_cast<const T*>(x), static_cast<const T*>(dy), mask, static_cast<T*>(dx),
+                static_cast<T*>(g_out), [=](int64_t c, double xv, double dyv) {
                   return k_dy[c] * dyv + k_xmu[c] * (xv - mean[c]) + k_const[c];
                 });
   });

@@ -22,6 +22,7 @@
 #include "hwy/highway.h"
 #include "kernels/batch_norm_impls.h"
 #include "kernels/reduction_order.h"
+#include "kernels/relu_mask_bits.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace bnorm::kernels::cpu_hwy {
@@ -69,6 +70,41 @@ HWY_INLINE VD load_first(DD dd, const T* HWY_RESTRICT p, int64_t n) {
   }
 }
 
+// The gradient the backward reads (see BackwardReduceFn): dy, and with Masked, 0 where the ReLU
+// mask's bit is clear (IfThenElseZero gives +0.0, as the masked copy of dy would hold). Loads
+// take memory indices e, from which the mask's bit offsets follow.
+template <bool Masked, typename T>
+struct Grad {
+  const T* HWY_RESTRICT dy;
+  const uint8_t* HWY_RESTRICT mask;
+
+  HWY_INLINE double at(int64_t e) const {
+    return Masked && !relu_mask_bit(mask, e) ? 0.0 : static_cast<double>(dy[e]);
+  }
+  // kLanes gradients from index e.
+  HWY_INLINE VD load(DD dd, int64_t e) const {
+    const VD v = load_d(dd, dy + e);
+    if constexpr (Masked) {
+      const uint8_t bits = static_cast<uint8_t>(relu_mask_bits(mask, e, kLanes));
+      return hn::IfThenElseZero(hn::LoadMaskBits(dd, &bits), v);
+    } else {
+      return v;
+    }
+  }
+  // The first min(n, kLanes) gradients from index e, zeros in the other lanes (load_first).
+  HWY_INLINE VD load_first(DD dd, int64_t e, int64_t n) const {
+    const VD v = kernels::cpu_hwy::HWY_NAMESPACE::load_first(dd, dy + e, n);
+    if constexpr (Masked) {
+      const uint8_t bits = static_cast<uint8_t>(relu_mask_bits(mask, e, std::min(n, kLanes)));
+      return hn::IfThenElseZero(hn::LoadMaskBits(dd, &bits), v);
+    } else {
+      return v;
+    }
+  }
+  // Only for the scalar definition: the mask when Masked, else null.
+  const uint8_t* mask_or_null() const { return Masked ? mask : nullptr; }
+};
+
 // ---- reductions: statistics and the backward sums, one sweep each --------------------------
 //
 // Both compute, per (channel, block), the two sums of block_sums_scalar (reduction_order.h) with
@@ -106,9 +142,9 @@ constexpr int64_t kGroup = kLanes >= 8 ? 4 : (kLanes >= 4 ? 2 : 1);
 // streamed with slot s mod 8 in lane s mod 8; the last HW mod 8 positions of a row go through a
 // masked load (load_first) and a lane mask. out[g] holds channel c0 + g's shift and receives its
 // sums.
-template <int64_t G, bool Backward, typename T>
+template <int64_t G, bool Backward, bool Masked, typename T>
 HWY_NOINLINE void nchw_block_sums(const BatchNormProblem& p, const T* HWY_RESTRICT x,
-                                  const T* HWY_RESTRICT dy, int64_t c0, const BlockRange r,
+                                  const Grad<Masked, T> grad, int64_t c0, const BlockRange r,
                                   BlockSums* HWY_RESTRICT out) {
   const DD dd;
   const int64_t hw = p.hw;
@@ -120,13 +156,13 @@ HWY_NOINLINE void nchw_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   const int64_t full = r.s0 + (r.s1 - r.s0) / kSlots * kSlots;
   const int64_t tail = r.s1 - full;
   for (int64_t n = r.n0; n < r.n1; ++n) {
-    const T* HWY_RESTRICT xr = x + (n * p.c + c0) * hw;
-    const T* HWY_RESTRICT gr = Backward ? dy + (n * p.c + c0) * hw : nullptr;
+    const int64_t row = (n * p.c + c0) * hw;  // memory index of the first channel's row
+    const T* HWY_RESTRICT xr = x + row;
     for (int64_t s = r.s0; s < full; s += kSlots) {
       for (int64_t g = 0; g < G; ++g) {
         for (int64_t v = 0; v < kSlotVecs; ++v) {
           const int64_t o = g * hw + s + v * kLanes;
-          add_terms<Backward>(load_d(dd, xr + o), Backward ? load_d(dd, gr + o) : sh[g], sh[g],
+          add_terms<Backward>(load_d(dd, xr + o), Backward ? grad.load(dd, row + o) : sh[g], sh[g],
                               a1[g][v], a2[g][v]);
         }
       }
@@ -138,7 +174,7 @@ HWY_NOINLINE void nchw_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
         const int64_t left = std::max<int64_t>(0, tail - v * kLanes);
         add_terms_masked<Backward>(
             hn::FirstN(dd, static_cast<size_t>(left)), load_first(dd, xr + o, left),
-            Backward ? load_first(dd, gr + o, left) : sh[g], sh[g], a1[g][v], a2[g][v]);
+            Backward ? grad.load_first(dd, row + o, left) : sh[g], sh[g], a1[g][v], a2[g][v]);
       }
     }
   }
@@ -205,12 +241,13 @@ struct UnitPrefetcher {
 };
 
 // Adds the terms of positions q0 ≤ q < q1 of one run (slot q mod 8) for one channel vector;
-// x and dy point at the run's first position, c is the position stride. Every other step also
-// advances the prefetchers of the next unit.
-template <bool Backward, typename T>
-HWY_INLINE void nhwc_walk(const T* HWY_RESTRICT x, const T* HWY_RESTRICT dy, int64_t c, int64_t q0,
-                          int64_t q1, VD sh, VD (&a1)[kSlots], VD (&a2)[kSlots],
-                          UnitPrefetcher<T>& px, UnitPrefetcher<T>& pg) {
+// e0 is the memory index of the channel vector at the run's first position, c the position
+// stride. Every other step also advances the prefetchers of the next unit.
+template <bool Backward, bool Masked, typename T>
+HWY_INLINE void nhwc_walk(const T* HWY_RESTRICT x, const Grad<Masked, T> grad, int64_t e0,
+                          int64_t c, int64_t q0, int64_t q1, VD sh, VD (&a1)[kSlots],
+                          VD (&a2)[kSlots], UnitPrefetcher<T>& px, UnitPrefetcher<T>& pg,
+                          UnitPrefetcher<uint8_t>& pm) {
   const DD dd;
   int64_t q = q0;
   for (; q + kSlots <= q1; q += kSlots) {
@@ -218,15 +255,16 @@ HWY_INLINE void nhwc_walk(const T* HWY_RESTRICT x, const T* HWY_RESTRICT dy, int
       if (j % 2 == 0) {
         px.step();
         if (Backward) pg.step();
+        if (Masked) pm.step();
       }
-      const int64_t o = (q + j) * c;
-      add_terms<Backward>(load_d(dd, x + o), Backward ? load_d(dd, dy + o) : sh, sh, a1[j], a2[j]);
+      const int64_t e = e0 + (q + j) * c;
+      add_terms<Backward>(load_d(dd, x + e), Backward ? grad.load(dd, e) : sh, sh, a1[j], a2[j]);
     }
   }
   for (int64_t j = 0; j < kSlots; ++j) {
     if (q + j >= q1) break;
-    const int64_t o = (q + j) * c;
-    add_terms<Backward>(load_d(dd, x + o), Backward ? load_d(dd, dy + o) : sh, sh, a1[j], a2[j]);
+    const int64_t e = e0 + (q + j) * c;
+    add_terms<Backward>(load_d(dd, x + e), Backward ? grad.load(dd, e) : sh, sh, a1[j], a2[j]);
   }
 }
 
@@ -234,9 +272,9 @@ HWY_INLINE void nhwc_walk(const T* HWY_RESTRICT x, const T* HWY_RESTRICT dy, int
 // as runs whose slots count up from 0 (see slot_of): each row segment (HW ≥ 8), or the whole
 // block (HW < 8, where consecutive rows are consecutive positions). `acc` holds 2 × 8 × cw
 // doubles with rows padded to padded_channels(cw), `shift` cw.
-template <bool Backward, typename T>
+template <bool Backward, bool Masked, typename T>
 HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRICT x,
-                                  const T* HWY_RESTRICT dy, const double* HWY_RESTRICT mean,
+                                  const Grad<Masked, T> grad, const double* HWY_RESTRICT mean,
                                   int64_t c0, int64_t cw, const BlockRange r,
                                   double* HWY_RESTRICT acc, double* HWY_RESTRICT shift,
                                   BlockSums* HWY_RESTRICT out) {
@@ -257,17 +295,16 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   std::fill(acc, acc + 2 * kSlots * cs, 0.0);
   if (nhwc_row_major(p, sizeof(T), cw)) {
     for (int64_t rr = 0; rr < rows; ++rr) {
-      const T* HWY_RESTRICT xr = x + (start + rr * stride) * c + c0;
-      const T* HWY_RESTRICT gr = Backward ? dy + (start + rr * stride) * c + c0 : nullptr;
       for (int64_t q = 0; q < len; ++q) {
         double* HWY_RESTRICT b1 = acc + (q & (kSlots - 1)) * cs;
         double* HWY_RESTRICT b2 = acc2 + (q & (kSlots - 1)) * cs;
-        const T* HWY_RESTRICT xq = xr + q * c;
-        const T* HWY_RESTRICT gq = Backward ? gr + q * c : nullptr;
+        const int64_t eq = (start + rr * stride + q) * c + c0;  // memory index of channel c0
+        const T* HWY_RESTRICT xq = x + eq;
         for (int64_t i = 0; i < cv; i += kLanes) {
           VD a1 = hn::Load(dd, b1 + i), a2 = hn::Load(dd, b2 + i);
           const VD sh = hn::Load(dd, shift + i);
-          add_terms<Backward>(load_d(dd, xq + i), Backward ? load_d(dd, gq + i) : sh, sh, a1, a2);
+          add_terms<Backward>(load_d(dd, xq + i), Backward ? grad.load(dd, eq + i) : sh, sh, a1,
+                              a2);
           hn::Store(a1, dd, b1 + i);
           hn::Store(a2, dd, b2 + i);
         }
@@ -297,27 +334,32 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
     // With whole rows per item (below), against 64-channel items without prefetch, medians of 6
     // alternating runs: 32×512×28×28 statistics 3.0 → 2.7 ms, backward sums 7.0 → 5.1 ms;
     // 65536×256 statistics 4.2 → 3.1 ms, backward sums 9.3 → 6.4 ms.
+    // The ReLU mask (Masked) is prefetched the same way, one line per position.
     UnitPrefetcher<T> px, pg;
+    UnitPrefetcher<uint8_t> pm;
     const int64_t lines = (cw * static_cast<int64_t>(sizeof(T)) + 63) / 64;
     auto plan_prefetch = [&](const Unit& w) {
-      px.k = pg.k = px.line = pg.line = 0;
+      px.k = pg.k = pm.k = px.line = pg.line = pm.line = 0;
       px.lines = pg.lines = lines;
+      pm.lines = 1;
       int64_t n = 0;
       for (int64_t rr = w.row; rr < w.row_end; ++rr) {
         for (int64_t q = w.q0; q < w.q1 && n < 2 * kWalk; ++q, ++n) {
           const int64_t o = (start + rr * stride + q) * c + c0;
           px.rows[n] = x + o;
-          if (Backward) pg.rows[n] = dy + o;
+          if (Backward) pg.rows[n] = grad.dy + o;
+          if (Masked) pm.rows[n] = grad.mask + o / 8;
         }
       }
       px.count = pg.count = n;
+      pm.count = Masked ? n : 0;
     };
     for (int64_t u = 0; u < units; ++u) {
       const Unit w = unit(u);
       if (u + 1 < units) {
         plan_prefetch(unit(u + 1));
       } else {
-        px.k = pg.k = px.count = pg.count = 0;
+        px.k = pg.k = pm.k = px.count = pg.count = pm.count = 0;
       }
       for (int64_t i = 0; i < cv; i += kLanes) {
         VD a1[kSlots], a2[kSlots];
@@ -328,8 +370,7 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
         const VD sh = hn::Load(dd, shift + i);
         for (int64_t rr = w.row; rr < w.row_end; ++rr) {
           const int64_t pos = start + rr * stride;
-          nhwc_walk<Backward>(x + pos * c + c0 + i, Backward ? dy + pos * c + c0 + i : nullptr, c,
-                              w.q0, w.q1, sh, a1, a2, px, pg);
+          nhwc_walk<Backward>(x, grad, pos * c + c0 + i, c, w.q0, w.q1, sh, a1, a2, px, pg, pm);
         }
         for (int64_t j = 0; j < kSlots; ++j) {
           hn::Store(a1[j], dd, acc + j * cs + i);
@@ -338,6 +379,7 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
       }
       while (px.k != px.count) px.step();  // more lines than walk steps (narrow ranges)
       while (Backward && pg.k != pg.count) pg.step();
+      while (Masked && pm.k != pm.count) pm.step();
     }
   }
   double s1[kSlots], s2[kSlots];
@@ -351,8 +393,8 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   }
   // Channels past the last full vector: the scalar definition, strided.
   for (int64_t i = cv; i < cw; ++i) {
-    block_sums_scalar<Backward>(x + c0 + i, Backward ? dy + c0 + i : nullptr, hw * c, c, hw, r,
-                                shift[i], out[i].sum);
+    block_sums_scalar<Backward>(x + c0 + i, Backward ? grad.dy + c0 + i : nullptr, hw * c, c, hw, r,
+                                shift[i], out[i].sum, grad.mask_or_null(), c0 + i);
   }
 }
 
@@ -361,9 +403,9 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
 // consecutive rows of the same channels (block-major order measured the same or up to 15%
 // slower); (block, range of channels) for NHWC. Then finish(c, sums, nb) for every channel,
 // serially.
-template <bool Backward, typename T, typename Finish>
-void block_sums_t(const BatchNormProblem& p, const T* x, const T* dy, const double* mean,
-                  Finish finish) {
+template <bool Backward, bool Masked, typename T, typename Finish>
+void block_sums_t(const BatchNormProblem& p, const T* x, const Grad<Masked, T> grad,
+                  const double* mean, Finish finish) {
   const BlockPlan plan = make_block_plan(p.n, p.hw);
   const int64_t nb = plan.num_blocks;
   std::vector<BlockSums> partial(static_cast<std::size_t>(p.c * nb));
@@ -387,14 +429,15 @@ void block_sums_t(const BatchNormProblem& p, const T* x, const T* dy, const doub
           // Rows shorter than a slot cycle: the scalar definition (rare: NCHW with HW < 8).
           for (int64_t j = 0; j < cn; ++j) {
             const int64_t off = (c0 + j) * p.hw;
-            block_sums_scalar<Backward>(x + off, Backward ? dy + off : nullptr, p.c * p.hw, 1, p.hw,
-                                        r, out[j].shift, out[j].sum);
+            block_sums_scalar<Backward>(x + off, Backward ? grad.dy + off : nullptr, p.c * p.hw, 1,
+                                        p.hw, r, out[j].shift, out[j].sum, grad.mask_or_null(),
+                                        off);
           }
         } else if (cn == kGroup) {
-          nchw_block_sums<kGroup, Backward>(p, x, dy, c0, r, out);
+          nchw_block_sums<kGroup, Backward>(p, x, grad, c0, r, out);
         } else {
           for (int64_t j = 0; j < cn; ++j)
-            nchw_block_sums<1, Backward>(p, x, dy, c0 + j, r, out + j);
+            nchw_block_sums<1, Backward>(p, x, grad, c0 + j, r, out + j);
         }
         for (int64_t j = 0; j < cn; ++j) partial[(c0 + j) * nb + b] = out[j];
       }
@@ -422,7 +465,7 @@ void block_sums_t(const BatchNormProblem& p, const T* x, const T* dy, const doub
       for (int64_t item = i0; item < i1; ++item) {
         const int64_t c0 = item / nb * range, b = item % nb;
         const int64_t cw = std::min(range, p.c - c0);
-        nhwc_block_sums<Backward>(p, x, dy, mean, c0, cw, plan.range(b, p.hw), acc.get(),
+        nhwc_block_sums<Backward>(p, x, grad, mean, c0, cw, plan.range(b, p.hw), acc.get(),
                                   shift.get(), out.data());
         for (int64_t i = 0; i < cw; ++i) partial[(c0 + i) * nb + b] = out[i];
       }
@@ -435,7 +478,7 @@ template <typename T>
 void stats_t(const BatchNormProblem& p, const T* x, double* mean, double* var) {
   const BlockPlan plan = make_block_plan(p.n, p.hw);
   std::vector<BlockMoments> scratch(static_cast<std::size_t>(plan.num_blocks));
-  block_sums_t</*Backward=*/false>(p, x, static_cast<const T*>(nullptr), nullptr,
+  block_sums_t</*Backward=*/false>(p, x, Grad<false, T>{nullptr, nullptr}, nullptr,
                                    [&](int64_t c, const BlockSums* sums, int64_t nb) {
                                      finish_stats(plan, p.hw, sums, nb, scratch.data(), mean + c,
                                                   var + c);
@@ -443,13 +486,17 @@ void stats_t(const BatchNormProblem& p, const T* x, double* mean, double* var) {
 }
 
 template <typename T>
-void backward_reduce_t(const BatchNormProblem& p, const T* x, const T* dy, const double* mean,
-                       double* sum_dy, double* sum_dy_xmu) {
+void backward_reduce_t(const BatchNormProblem& p, const T* x, const T* dy, const uint8_t* mask,
+                       const double* mean, double* sum_dy, double* sum_dy_xmu) {
   std::vector<double> scratch(static_cast<std::size_t>(make_block_plan(p.n, p.hw).num_blocks));
-  block_sums_t</*Backward=*/true>(
-      p, x, dy, mean, [&](int64_t c, const BlockSums* sums, int64_t nb) {
-        finish_sums(sums, nb, scratch.data(), sum_dy + c, sum_dy_xmu + c);
-      });
+  auto finish = [&](int64_t c, const BlockSums* sums, int64_t nb) {
+    finish_sums(sums, nb, scratch.data(), sum_dy + c, sum_dy_xmu + c);
+  };
+  if (mask) {
+    block_sums_t</*Backward=*/true>(p, x, Grad<true, T>{dy, mask}, mean, finish);
+  } else {
+    block_sums_t</*Backward=*/true>(p, x, Grad<false, T>{dy, nullptr}, mean, finish);
+  }
 }
 
 // ---- elementwise: normalize and dx ----------------------------------------------------------
@@ -482,21 +529,23 @@ HWY_INLINE void store_out(DD dd, VD y, T* HWY_RESTRICT p) {
   }
 }
 
-// One NCHW plane (HW elements of channel c) or one NHWC row (C elements): out = (x − m)·k1 + k2
-// (normalize) or out = (k1·g + k2·(x − m)) + k3 (dx), the scalar kernels' association. Pointers
-// come by value so the compiler keeps them in registers (captured by reference, it reloaded them
-// after every store: 3× slower).
-template <bool Dx, bool PerLane, bool Stream, typename T>
-HWY_INLINE void elementwise_run(const T* HWY_RESTRICT x, const T* HWY_RESTRICT dy,
+// One NCHW plane (HW elements of channel c) or one NHWC row (C elements) from memory index e0:
+// out = (x − m)·k1 + k2 (normalize) or out = (k1·g + k2·(x − m)) + k3 (dx, g from `grad`, also
+// stored to g_out when that is not null), the scalar kernels' association. x, out and g_out
+// point at the run; pointers come by value so the compiler keeps them in registers (captured by
+// reference, it reloaded them after every store: 3× slower).
+template <bool Dx, bool PerLane, bool Stream, bool Masked, typename T>
+HWY_INLINE void elementwise_run(const T* HWY_RESTRICT x, const Grad<Masked, T> grad, int64_t e0,
                                 const double* HWY_RESTRICT m, const double* HWY_RESTRICT k1,
                                 const double* HWY_RESTRICT k2, const double* HWY_RESTRICT k3,
-                                T* HWY_RESTRICT out, int64_t len) {
+                                T* HWY_RESTRICT out, T* HWY_RESTRICT g_out, int64_t len) {
   const DD dd;
   auto scalar = [&](int64_t i) {
     const int64_t c = PerLane ? i : 0;
-    out[i] =
-        elementwise_scalar<Dx, T>(static_cast<double>(x[i]), Dx ? static_cast<double>(dy[i]) : 0.0,
-                                  m[c], k1[c], k2[c], Dx ? k3[c] : 0.0);
+    const double gv = Dx ? grad.at(e0 + i) : 0.0;
+    out[i] = elementwise_scalar<Dx, T>(static_cast<double>(x[i]), gv, m[c], k1[c], k2[c],
+                                       Dx ? k3[c] : 0.0);
+    if (Dx && g_out) g_out[i] = static_cast<T>(gv);
   };
   // PerLane: the coefficients vary along the run (NHWC); else they are one channel's (NCHW).
   const VD bm = hn::Set(dd, PerLane ? 0.0 : m[0]), b1 = hn::Set(dd, PerLane ? 0.0 : k1[0]);
@@ -512,8 +561,9 @@ HWY_INLINE void elementwise_run(const T* HWY_RESTRICT x, const T* HWY_RESTRICT d
     const VD v1 = PerLane ? hn::LoadU(dd, k1 + i) : b1;
     const VD v2 = PerLane ? hn::LoadU(dd, k2 + i) : b2;
     const VD v3 = !Dx ? b3 : PerLane ? hn::LoadU(dd, k3 + i) : b3;
-    const VD gv = Dx ? load_d(dd, dy + i) : bm;
+    const VD gv = Dx ? grad.load(dd, e0 + i) : bm;
     store_out<Stream>(dd, elementwise_value<Dx>(load_d(dd, x + i), gv, vm, v1, v2, v3), out + i);
+    if (Dx && g_out) store_out<Stream>(dd, gv, g_out + i);
   }
   for (; i < len; ++i) scalar(i);
 }
@@ -549,11 +599,11 @@ void for_each_run(const BatchNormProblem& p, Run run) {
 // 3–4 double arrays of C elements, 48–64 KiB for C = 2048, more than L1: loading them once per
 // row made NHWC normalize 2× slower than NCHW (32×2048×7×7: 1.05 vs 0.49 ms). With Stream, every
 // row start must be vector-aligned (checked by the caller).
-template <bool Dx, bool Stream, int64_t R, typename T>
-HWY_INLINE void elementwise_rows(const T* HWY_RESTRICT x, const T* HWY_RESTRICT dy,
+template <bool Dx, bool Stream, int64_t R, bool Masked, typename T>
+HWY_INLINE void elementwise_rows(const T* HWY_RESTRICT x, const Grad<Masked, T> grad, int64_t e0,
                                  const double* HWY_RESTRICT m, const double* HWY_RESTRICT k1,
                                  const double* HWY_RESTRICT k2, const double* HWY_RESTRICT k3,
-                                 T* HWY_RESTRICT out, int64_t c) {
+                                 T* HWY_RESTRICT out, T* HWY_RESTRICT g_out, int64_t c) {
   const DD dd;
   // V vectors of channels from channel i for the R rows.
   auto block = [&](auto vectors, int64_t i) {
@@ -568,9 +618,10 @@ HWY_INLINE void elementwise_rows(const T* HWY_RESTRICT x, const T* HWY_RESTRICT 
     for (int64_t r = 0; r < R; ++r) {
       for (int64_t v = 0; v < V; ++v) {
         const int64_t o = r * c + i + v * kLanes;
-        const VD gv = Dx ? load_d(dd, dy + o) : vm[v];
+        const VD gv = Dx ? grad.load(dd, e0 + o) : vm[v];
         store_out<Stream>(
             dd, elementwise_value<Dx>(load_d(dd, x + o), gv, vm[v], v1[v], v2[v], v3[v]), out + o);
+        if (Dx && g_out) store_out<Stream>(dd, gv, g_out + o);
       }
     }
   };
@@ -583,16 +634,18 @@ HWY_INLINE void elementwise_rows(const T* HWY_RESTRICT x, const T* HWY_RESTRICT 
   for (; i < c; ++i) {
     for (int64_t r = 0; r < R; ++r) {
       const int64_t o = r * c + i;
-      out[o] = elementwise_scalar<Dx, T>(static_cast<double>(x[o]),
-                                         Dx ? static_cast<double>(dy[o]) : 0.0, m[i], k1[i], k2[i],
+      const double gv = Dx ? grad.at(e0 + o) : 0.0;
+      out[o] = elementwise_scalar<Dx, T>(static_cast<double>(x[o]), gv, m[i], k1[i], k2[i],
                                          Dx ? k3[i] : 0.0);
+      if (Dx && g_out) g_out[o] = static_cast<T>(gv);
     }
   }
 }
 
-template <bool Dx, bool Stream, typename T>
-void elementwise_layout(const BatchNormProblem& p, const T* x, const T* dy, const double* m,
-                        const double* k1, const double* k2, const double* k3, T* out) {
+template <bool Dx, bool Stream, bool Masked, typename T>
+void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked, T> grad,
+                        const double* m, const double* k1, const double* k2, const double* k3,
+                        T* out, T* g_out) {
   if (p.layout == Layout::kNHWC) {
     // Rows in groups that share each coefficient load: 4 when the output goes through the cache
     // (32×2048×7×7 normalize 0.94 → 0.56 ms, dx 1.60 → 1.18 ms against 1), and when it streams,
@@ -609,12 +662,13 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const T* dy, cons
         int64_t rw = i0;
         for (; rw + kRows <= i1; rw += kRows) {
           const int64_t o = rw * c;
-          elementwise_rows<Dx, Stream, kRows>(x + o, Dx ? dy + o : nullptr, m, k1, k2, k3, out + o,
-                                              c);
+          elementwise_rows<Dx, Stream, kRows>(x + o, grad, o, m, k1, k2, k3, out + o,
+                                              g_out ? g_out + o : nullptr, c);
         }
         for (; rw < i1; ++rw) {
           const int64_t o = rw * c;
-          elementwise_rows<Dx, Stream, 1>(x + o, Dx ? dy + o : nullptr, m, k1, k2, k3, out + o, c);
+          elementwise_rows<Dx, Stream, 1>(x + o, grad, o, m, k1, k2, k3, out + o,
+                                          g_out ? g_out + o : nullptr, c);
         }
         if (Stream) hwy::FlushStream();
       });
@@ -629,9 +683,9 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const T* dy, cons
     return;
   }
   for_each_run<Stream>(p, [=](auto per_lane, int64_t base, int64_t ch, int64_t len) {
-    elementwise_run<Dx, decltype(per_lane)::value, Stream>(x + base, Dx ? dy + base : nullptr,
-                                                           m + ch, k1 + ch, k2 + ch,
-                                                           Dx ? k3 + ch : nullptr, out + base, len);
+    elementwise_run<Dx, decltype(per_lane)::value, Stream>(
+        x + base, grad, base, m + ch, k1 + ch, k2 + ch, Dx ? k3 + ch : nullptr, out + base,
+        g_out ? g_out + base : nullptr, len);
   });
 }
 
@@ -642,6 +696,8 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const T* dy, cons
 // a partial non-temporal line costs a read-modify-write in memory (32×1024×14×14, planes of
 // 784 B: normalize 2.19 ms streamed, 1.23 ms through the cache; dx 2.58 → 1.93 ms). NHWC rows
 // stream when every row starts vector-aligned.
+// A second output (the fused backward's g) streams along with the first when it also qualifies
+// and sits at the same offset from a vector boundary (one alignment prologue serves both).
 template <typename T>
 bool stream_output(const BatchNormProblem& p, const T* out, bool in_place) {
   const std::size_t bytes = static_cast<std::size_t>(p.n * p.c * p.hw) * sizeof(T);
@@ -652,14 +708,24 @@ bool stream_output(const BatchNormProblem& p, const T* out, bool in_place) {
           : (p.c % kLanes == 0 && reinterpret_cast<uintptr_t>(out) % align == 0);
   return bytes >= kStreamBytes && !in_place && aligned_rows;
 }
+template <typename T>
+bool stream_outputs(const BatchNormProblem& p, const T* out, bool in_place, const T* out2,
+                    bool in_place2) {
+  if (!out2) return stream_output(p, out, in_place);
+  const uintptr_t align = sizeof(T) * static_cast<uintptr_t>(kLanes);
+  return stream_output(p, out, in_place) && stream_output(p, out2, in_place2) &&
+         (reinterpret_cast<uintptr_t>(out) - reinterpret_cast<uintptr_t>(out2)) % align == 0;
+}
 
-template <bool Dx, typename T>
-void elementwise_t(const BatchNormProblem& p, const T* x, const T* dy, const double* m,
-                   const double* k1, const double* k2, const double* k3, T* out) {
-  if (stream_output(p, out, out == x || (Dx && out == dy))) {
-    elementwise_layout<Dx, true>(p, x, dy, m, k1, k2, k3, out);
+template <bool Dx, bool Masked, typename T>
+void elementwise_t(const BatchNormProblem& p, const T* x, const Grad<Masked, T> grad,
+                   const double* m, const double* k1, const double* k2, const double* k3, T* out,
+                   T* g_out) {
+  if (stream_outputs(p, out, out == x || (Dx && out == grad.dy), static_cast<const T*>(g_out),
+                     g_out == grad.dy)) {
+    elementwise_layout<Dx, true>(p, x, grad, m, k1, k2, k3, out, g_out);
   } else {
-    elementwise_layout<Dx, false>(p, x, dy, m, k1, k2, k3, out);
+    elementwise_layout<Dx, false>(p, x, grad, m, k1, k2, k3, out, g_out);
   }
 }
 
@@ -670,18 +736,16 @@ template <bool PerLane, bool Stream, typename T>
 HWY_INLINE void add_relu_run(const T* HWY_RESTRICT x, const T* HWY_RESTRICT z,
                              const double* HWY_RESTRICT m, const double* HWY_RESTRICT k1,
                              const double* HWY_RESTRICT k2, T* HWY_RESTRICT out,
-                             uint8_t* HWY_RESTRICT mask, int64_t len) {
+                             ReluMaskWriter& mask, int64_t len) {
   const DD dd;
-  const hn::Rebind<int32_t, DD> di;
-  const hn::Rebind<uint8_t, DD> du8;
-  const VD zero = hn::Zero(dd), one = hn::Set(dd, 1.0);
+  const VD zero = hn::Zero(dd);
   const VD bm = hn::Set(dd, PerLane ? 0.0 : m[0]), b1 = hn::Set(dd, PerLane ? 0.0 : k1[0]);
   const VD b2 = hn::Set(dd, PerLane ? 0.0 : k2[0]);
   auto scalar = [&](int64_t i) {
     const int64_t c = PerLane ? i : 0;
     double r = (static_cast<double>(x[i]) - m[c]) * k1[c] + k2[c];
     if (z) r += static_cast<double>(z[i]);
-    mask[i] = r > 0;
+    mask.put(r > 0, 1);
     out[i] = static_cast<T>(r <= 0 ? 0.0 : r);
   };
   int64_t i = 0;
@@ -695,21 +759,43 @@ HWY_INLINE void add_relu_run(const T* HWY_RESTRICT x, const T* HWY_RESTRICT z,
     const VD v2 = PerLane ? hn::LoadU(dd, k2 + i) : b2;
     VD r = hn::Add(hn::Mul(hn::Sub(load_d(dd, x + i), vm), v1), v2);
     if (z) r = hn::Add(r, load_d(dd, z + i));
-    // 1.0/0.0 → int32 → uint8: the mask bytes of kLanes elements in one store.
-    const auto bits = hn::DemoteTo(di, hn::IfThenElseZero(hn::Gt(r, zero), one));
-    hn::StoreU(hn::DemoteTo(du8, bits), du8, mask + i);
+    uint8_t bits[8];  // kLanes ≤ 8 bits: one byte
+    hn::StoreMaskBits(dd, hn::Gt(r, zero), bits);
+    mask.put(bits[0], kLanes);
     store_out<Stream>(dd, hn::IfThenZeroElse(hn::Le(r, zero), r), out + i);  // NaN stays NaN
   }
   for (; i < len; ++i) scalar(i);
 }
 
+// In parallel over groups of runs that start on a byte of the mask (runs_per_mask_byte), so that
+// each thread writes whole bytes of it.
 template <bool Stream, typename T>
 void normalize_add_relu_layout(const BatchNormProblem& p, const T* x, const T* z, const double* m,
                                const double* k1, const double* k2, T* out, uint8_t* mask) {
-  for_each_run<Stream>(p, [=](auto per_lane, int64_t base, int64_t ch, int64_t len) {
-    add_relu_run<decltype(per_lane)::value, Stream>(x + base, z ? z + base : nullptr, m + ch,
-                                                    k1 + ch, k2 + ch, out + base, mask + base, len);
-  });
+  auto run_all = [&](auto per_lane) {
+    constexpr bool kPerLane = decltype(per_lane)::value;
+    const int64_t len = kPerLane ? p.c : p.hw, runs = p.n * (kPerLane ? p.hw : p.c);
+    const int64_t group = runs_per_mask_byte(len), groups = (runs + group - 1) / group;
+    const int64_t grain =
+        std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(len * group, 1));
+    const int64_t c = p.c;
+    parallel_for(0, groups, grain, [=](int64_t g0, int64_t g1) {
+      const int64_t r0 = g0 * group, r1 = std::min(runs, g1 * group);
+      ReluMaskWriter bits(mask + r0 * len / 8);
+      for (int64_t run = r0; run < r1; ++run) {
+        const int64_t base = run * len, ch = kPerLane ? 0 : run % c;
+        add_relu_run<kPerLane, Stream>(x + base, z ? z + base : nullptr, m + ch, k1 + ch, k2 + ch,
+                                       out + base, bits, len);
+      }
+      bits.finish();
+      if (Stream) hwy::FlushStream();
+    });
+  };
+  if (p.layout == Layout::kNCHW) {
+    run_all(std::false_type{});
+  } else {
+    run_all(std::true_type{});
+  }
 }
 
 // Streams y under the same conditions as the plain normalize (see elementwise_t).
@@ -743,26 +829,34 @@ void Normalize(const BatchNormProblem& p, const void* x, const double* mean, con
                const double* shift, void* y) {
   dispatch_dtype(p.dtype, [&](auto t) {
     using T = decltype(t);
-    elementwise_t<false>(p, static_cast<const T*>(x), static_cast<const T*>(nullptr), mean, scale,
-                         shift, nullptr, static_cast<T*>(y));
+    elementwise_t<false>(p, static_cast<const T*>(x), Grad<false, T>{nullptr, nullptr}, mean, scale,
+                         shift, nullptr, static_cast<T*>(y), static_cast<T*>(nullptr));
   });
 }
 
-void BackwardReduce(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
-                    double* sum_dy, double* sum_dy_xmu) {
+void BackwardReduce(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
+                    const double* mean, double* sum_dy, double* sum_dy_xmu) {
   dispatch_dtype(p.dtype, [&](auto t) {
     using T = decltype(t);
-    backward_reduce_t(p, static_cast<const T*>(x), static_cast<const T*>(dy), mean, sum_dy,
+    backward_reduce_t(p, static_cast<const T*>(x), static_cast<const T*>(dy), mask, mean, sum_dy,
                       sum_dy_xmu);
   });
 }
 
-void BackwardDx(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
-                const double* k_dy, const double* k_xmu, const double* k_const, void* dx) {
+void BackwardDx(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
+                const double* mean, const double* k_dy, const double* k_xmu, const double* k_const,
+                void* dx, void* g_out) {
   dispatch_dtype(p.dtype, [&](auto t) {
     using T = decltype(t);
-    elementwise_t<true>(p, static_cast<const T*>(x), static_cast<const T*>(dy), mean, k_dy, k_xmu,
-                        k_const, static_cast<T*>(dx));
+    const T* xt = static_cast<const T*>(x);
+    const T* dyt = static_cast<const T*>(dy);
+    if (mask) {
+      elementwise_t<true>(p, xt, Grad<true, T>{dyt, mask}, mean, k_dy, k_xmu, k_const,
+                          static_cast<T*>(dx), static_cast<T*>(g_out));
+    } else {
+      elementwise_t<true>(p, xt, Grad<false, T>{dyt, nullptr}, mean, k_dy, k_xmu, k_const,
+                          static_cast<T*>(dx), static_cast<T*>(g_out));
+    }
   });
 }
 
@@ -794,13 +888,14 @@ void normalize(const BatchNormProblem& p, const void* x, const double* mean, con
                const double* shift, void* y) {
   HWY_DYNAMIC_DISPATCH(Normalize)(p, x, mean, scale, shift, y);
 }
-void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
-                     double* sum_dy, double* sum_dy_xmu) {
-  HWY_DYNAMIC_DISPATCH(BackwardReduce)(p, x, dy, mean, sum_dy, sum_dy_xmu);
+void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
+                     const double* mean, double* sum_dy, double* sum_dy_xmu) {
+  HWY_DYNAMIC_DISPATCH(BackwardReduce)(p, x, dy, mask, mean, sum_dy, sum_dy_xmu);
 }
-void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
-                 const double* k_dy, const double* k_xmu, const double* k_const, void* dx) {
-  HWY_DYNAMIC_DISPATCH(BackwardDx)(p, x, dy, mean, k_dy, k_xmu, k_const, dx);
+void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
+                 const double* mean, const double* k_dy, const double* k_xmu, const double* k_const,
+                 void* dx, void* g_out) {
+  HWY_DYNAMIC_DISPATCH(BackwardDx)(p, x, dy, mask, mean, k_dy, k_xmu, k_const, dx, g_out);
 }
 const char* target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "kernels/batch_norm_impls.h"
+#include "kernels/relu_mask_bits.h"
 
 namespace bnorm::kernels::reference {
 
@@ -52,16 +53,23 @@ void normalize_t(const BatchNormProblem& p, const T* x, const double* mean, cons
       }
 }
 
+// The gradient the backward reads at memory index i: dy, masked by the ReLU mask if any.
 template <typename T>
-void backward_reduce_t(const BatchNormProblem& p, const T* x, const T* dy, const double* mean,
-                       double* sum_dy, double* sum_dy_xmu) {
+double grad_at(const T* dy, const uint8_t* mask, int64_t i) {
+  return mask && !relu_mask_bit(mask, i) ? 0.0 : static_cast<double>(dy[i]);
+}
+
+template <typename T>
+void backward_reduce_t(const BatchNormProblem& p, const T* x, const T* dy, const uint8_t* mask,
+                       const double* mean, double* sum_dy, double* sum_dy_xmu) {
   for (int64_t c = 0; c < p.c; ++c) {
     double s0 = 0, s1 = 0;
     for (int64_t n = 0; n < p.n; ++n)
       for (int64_t s = 0; s < p.hw; ++s) {
         const int64_t i = offset(p, n, c, s);
-        s0 += dy[i];
-        s1 += dy[i] * (x[i] - mean[c]);
+        const double g = grad_at(dy, mask, i);
+        s0 += g;
+        s1 += g * (x[i] - mean[c]);
       }
     sum_dy[c] = s0;
     sum_dy_xmu[c] = s1;
@@ -69,13 +77,16 @@ void backward_reduce_t(const BatchNormProblem& p, const T* x, const T* dy, const
 }
 
 template <typename T>
-void backward_dx_t(const BatchNormProblem& p, const T* x, const T* dy, const double* mean,
-                   const double* k_dy, const double* k_xmu, const double* k_const, T* dx) {
+void backward_dx_t(const BatchNormProblem& p, const T* x, const T* dy, const uint8_t* mask,
+                   const double* mean, const double* k_dy, const double* k_xmu,
+                   const double* k_const, T* dx, T* g_out) {
   for (int64_t n = 0; n < p.n; ++n)
     for (int64_t c = 0; c < p.c; ++c)
       for (int64_t s = 0; s < p.hw; ++s) {
         const int64_t i = offset(p, n, c, s);
-        dx[i] = static_cast<T>(k_dy[c] * dy[i] + k_xmu[c] * (x[i] - mean[c]) + k_const[c]);
+        const double g = grad_at(dy, mask, i);
+        dx[i] = static_cast<T>(k_dy[c] * g + k_xmu[c] * (x[i] - mean[c]) + k_const[c]);
+        if (g_out) g_out[i] = static_cast<T>(g);
       }
 }
 
@@ -88,9 +99,13 @@ void normalize_add_relu_t(const BatchNormProblem& p, const T* x, const T* z, con
         const int64_t i = offset(p, n, c, s);
         double r = (x[i] - mean[c]) * scale[c] + shift[c];
         if (z) r += z[i];
-        mask[i] = r > 0;
+        const uint8_t bit = static_cast<uint8_t>(1u << (i & 7));
+        mask[i >> 3] = r > 0 ? mask[i >> 3] | bit : mask[i >> 3] & ~bit;
         y[i] = static_cast<T>(r <= 0 ? 0.0 : r);
       }
+  // Bits past the last element: 0.
+  const int64_t numel = p.n * p.c * p.hw;
+  if (numel % 8 != 0) mask[numel >> 3] &= static_cast<uint8_t>((1u << (numel & 7)) - 1);
 }
 
 }  // namespace
@@ -119,21 +134,22 @@ void normalize(const BatchNormProblem& p, const void* x, const double* mean, con
   });
 }
 
-void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
-                     double* sum_dy, double* sum_dy_xmu) {
+void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
+                     const double* mean, double* sum_dy, double* sum_dy_xmu) {
   dispatch_dtype(p.dtype, [&](auto t) {
     using T = decltype(t);
-    backward_reduce_t(p, static_cast<const T*>(x), static_cast<const T*>(dy), mean, sum_dy,
+    backward_reduce_t(p, static_cast<const T*>(x), static_cast<const T*>(dy), mask, mean, sum_dy,
                       sum_dy_xmu);
   });
 }
 
-void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const double* mean,
-                 const double* k_dy, const double* k_xmu, const double* k_const, void* dx) {
+void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
+                 const double* mean, const double* k_dy, const double* k_xmu, const double* k_const,
+                 void* dx, void* g_out) {
   dispatch_dtype(p.dtype, [&](auto t) {
     using T = decltype(t);
-    backward_dx_t(p, static_cast<const T*>(x), static_cast<const T*>(dy), mean, k_dy, k_xmu,
-                  k_const, static_cast<T*>(dx));
+    backward_dx_t(p, static_cast<const T*>(x), static_cast<const T*>(dy), mask, mean, k_dy, k_xmu,
+                  k_const, static_cast<T*>(dx), static_cast<T*>(g_out));
   });
 }
 
