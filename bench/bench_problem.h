@@ -9,8 +9,9 @@
 
 namespace bnorm::bench {
 
-/// kForwardAddRelu: training-mode y = relu(BN(x) + z), the ResNet block tail (fused in bnorm).
-enum class Op { kForwardTrain, kForwardInfer, kBackward, kForwardAddRelu };
+/// kForwardAddRelu: training-mode y = relu(BN(x) + z), the ResNet block tail (fused in bnorm);
+/// kBackwardAddRelu: its backward, dy → dx (and dz, dweight, dbias), after that forward.
+enum class Op { kForwardTrain, kForwardInfer, kBackward, kForwardAddRelu, kBackwardAddRelu };
 const char* op_name(Op op);
 
 struct Problem {
@@ -31,7 +32,8 @@ Inputs make_inputs(const Problem& p, uint64_t seed);
 /// Bytes an op must move at least, for a tensor larger than the caches: forward inference reads x
 /// and writes y (2 passes), training forward also reads x for the statistics (3), backward reads
 /// x and dy for the sums, again for dx, and writes dx (5); BN + Add + ReLU reads x twice and z
-/// once and writes y (4; the bnorm mask adds a quarter).
+/// once and writes y (4; bnorm's 1-bit mask adds 1/32); its backward reads x and dy twice and
+/// writes dx and dz (6; plus the mask twice, 1/16).
 double floor_bytes(const Problem& p, Op op);
 
 /// One peer implementation of one (problem, op).

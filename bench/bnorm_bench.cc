@@ -33,6 +33,8 @@ const char* op_name(Op op) {
       return "bwd";
     case Op::kForwardAddRelu:
       return "fwd_add_relu";
+    case Op::kBackwardAddRelu:
+      return "bwd_add_relu";
   }
   return "?";
 }
@@ -45,8 +47,41 @@ int64_t Problem::numel() const {
 
 std::string Problem::shape_str() const {
   std::string s;
-  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? "x" : "") + std::to_string(shape[i]);
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += 'x';
+    s += std::to_string(shape[i]);
+  }
   return s;
+}
+
+// Moves z away from where BN(x) + z is within 1e-3 of 0, so that the ReLU's decisions (and the
+// BN + Add + ReLU backward's results) cannot depend on rounding: every implementation, the
+// reference included, then agrees on which gradients pass.
+void keep_relu_input_off_zero(const Problem& p, Inputs& in) {
+  const int64_t n = p.shape[0], c = p.channels(), hw = p.numel() / (n * c);
+  auto at = [&](int64_t i, int64_t ch, int64_t s) {
+    return static_cast<std::size_t>((i * c + ch) * hw + s);
+  };
+  for (int64_t ch = 0; ch < c; ++ch) {
+    double sum = 0, sq = 0;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t s = 0; s < hw; ++s) sum += in.x[at(i, ch, s)];
+    const double mean = sum / static_cast<double>(n * hw);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t s = 0; s < hw; ++s) {
+        const double d = in.x[at(i, ch, s)] - mean;
+        sq += d * d;
+      }
+    }
+    const double invstd = 1.0 / std::sqrt(sq / static_cast<double>(n * hw) + 1e-5);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t s = 0; s < hw; ++s) {
+        const std::size_t k = at(i, ch, s);
+        const double r = (in.x[k] - mean) * invstd * in.weight[ch] + in.bias[ch] + in.z[k];
+        if (std::fabs(r) < 1e-3) in.z[k] += 2e-3f;
+      }
+    }
+  }
 }
 
 Inputs make_inputs(const Problem& p, uint64_t seed) {
@@ -65,14 +100,16 @@ Inputs make_inputs(const Problem& p, uint64_t seed) {
     in.running_mean.push_back(1.0f);
     in.running_var.push_back(4.0f);
   }
+  keep_relu_input_off_zero(p, in);
   return in;
 }
 
 double floor_bytes(const Problem& p, Op op) {
-  const double passes = op == Op::kForwardInfer     ? 2
-                        : op == Op::kForwardTrain   ? 3
-                        : op == Op::kForwardAddRelu ? 4
-                                                    : 5;
+  const double passes = op == Op::kForwardInfer      ? 2
+                        : op == Op::kForwardTrain    ? 3
+                        : op == Op::kForwardAddRelu  ? 4
+                        : op == Op::kBackwardAddRelu ? 6
+                                                     : 5;
   return passes * 4.0 * static_cast<double>(p.numel());
 }
 
@@ -144,6 +181,16 @@ std::vector<double> reference_output(const Problem& p, Op op, const Inputs& in) 
   } else if (op == Op::kForwardAddRelu) {
     out = batch_norm_forward_train(x, w, b, rm, rv, 0.1, 1e-5).y.to_vector();
     for (std::size_t i = 0; i < out.size(); ++i) out[i] = std::max(0.0, out[i] + in.z[i]);
+  } else if (op == Op::kBackwardAddRelu) {
+    // The unfused composition: dy masked where relu(BN(x) + z) passed, then BN's backward.
+    auto f = batch_norm_forward_train(x, w, b, rm, rv, 0.1, 1e-5);
+    const auto y = f.y.to_vector();
+    std::vector<float> g(in.dy);
+    for (std::size_t i = 0; i < g.size(); ++i)
+      if (!(y[i] + in.z[i] > 0)) g[i] = 0.0f;
+    out = batch_norm_backward(Tensor::from_vector(shape, g), x, w, rm, rv, f.save_mean,
+                              f.save_invstd, true, 1e-5)
+              .dx.to_vector();
   } else {
     auto f = batch_norm_forward_train(x, w, b, rm, rv, 0.1, 1e-5);
     out = op == Op::kForwardTrain
@@ -165,7 +212,8 @@ class BnormRunner : public Runner {
         p.layout == "NHWC" ? MemoryFormat::kChannelsLast : MemoryFormat::kContiguous;
     x_ = Tensor::from_vector(shape, in.x, fmt);
     dy_ = Tensor::from_vector(shape, in.dy, fmt);
-    if (op == Op::kForwardAddRelu) z_ = Tensor::from_vector(shape, in.z, fmt);
+    if (op == Op::kForwardAddRelu || op == Op::kBackwardAddRelu)
+      z_ = Tensor::from_vector(shape, in.z, fmt);
     const Shape c{p.channels()};
     w_ = Tensor::from_vector(c, in.weight);
     b_ = Tensor::from_vector(c, in.bias);
@@ -173,6 +221,7 @@ class BnormRunner : public Runner {
     rv_ = Tensor::from_vector(c, in.running_var);
     y_ = Tensor::zeros(shape, DType::kFloat32, fmt);  // touched once, so timing has no page faults
     dx_ = Tensor::zeros(shape, DType::kFloat32, fmt);
+    if (op == Op::kBackwardAddRelu) dz_ = Tensor::zeros(shape, DType::kFloat32, fmt);
     sm_ = Tensor::empty(c);
     si_ = Tensor::empty(c);
     dw_ = Tensor::empty(c);
@@ -180,6 +229,10 @@ class BnormRunner : public Runner {
     setenv("BNORM_IMPL", impl_.c_str(), 1);
     if (op == Op::kBackward)
       batch_norm_forward_train_out(x_, w_, b_, rm_, rv_, 0.1, 1e-5, y_, sm_, si_);
+    if (op == Op::kBackwardAddRelu) {
+      batch_norm_add_relu_forward_train_out(x_, z_, w_, b_, rm_, rv_, 0.1, 1e-5, y_, sm_, si_,
+                                            mask_);
+    }
   }
   void run() override {
     setenv("BNORM_IMPL", impl_.c_str(), 1);
@@ -190,20 +243,24 @@ class BnormRunner : public Runner {
       batch_norm_forward_train_out(x_, w_, b_, rm_, rv_, 0.1, 1e-5, y_, sm_, si_);
     } else if (op_ == Op::kForwardInfer) {
       batch_norm_forward_infer_out(x_, w_, b_, rm_, rv_, 1e-5, y_);
+    } else if (op_ == Op::kBackwardAddRelu) {
+      batch_norm_add_relu_backward_out(dy_, x_, w_, Tensor(), Tensor(), sm_, si_, mask_, true, 1e-5,
+                                       {true, true, true}, dx_, dz_, dw_, db_);
     } else {
       batch_norm_backward_out(dy_, x_, w_, Tensor(), Tensor(), sm_, si_, true, 1e-5,
                               {true, true, true}, dx_, dw_, db_);
     }
   }
   std::vector<float> output() override {
-    const auto v = (op_ == Op::kBackward ? dx_ : y_).to_vector();
+    const bool backward = op_ == Op::kBackward || op_ == Op::kBackwardAddRelu;
+    const auto v = (backward ? dx_ : y_).to_vector();
     return std::vector<float>(v.begin(), v.end());
   }
 
  private:
   Op op_;
   std::string impl_;
-  Tensor x_, dy_, z_, w_, b_, rm_, rv_, y_, dx_, sm_, si_, dw_, db_;
+  Tensor x_, dy_, z_, w_, b_, rm_, rv_, y_, dx_, dz_, sm_, si_, dw_, db_;
   ReluMask mask_;
 };
 
@@ -233,7 +290,8 @@ const std::vector<double>& cached_reference(const Problem& p, Op op, const Input
 void register_all(const std::vector<Problem>& shapes,
                   const std::vector<std::unique_ptr<Peer>>& peers) {
   for (const Problem& base : shapes) {
-    for (Op op : {Op::kForwardTrain, Op::kForwardInfer, Op::kBackward, Op::kForwardAddRelu}) {
+    for (Op op : {Op::kForwardTrain, Op::kForwardInfer, Op::kBackward, Op::kForwardAddRelu,
+                  Op::kBackwardAddRelu}) {
       std::vector<std::string> layouts = base.shape.size() == 2
                                              ? std::vector<std::string>{"NC"}
                                              : std::vector<std::string>{"NCHW", "NHWC"};

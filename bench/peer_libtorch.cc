@@ -74,7 +74,8 @@ class TorchRunner : public Runner {
         p.layout == "NHWC" ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
     x_ = from(in.x, p.shape).contiguous(fmt);
     dy_ = from(in.dy, p.shape).contiguous(fmt);
-    if (op == Op::kForwardAddRelu) z_ = from(in.z, p.shape).contiguous(fmt);
+    if (op == Op::kForwardAddRelu || op == Op::kBackwardAddRelu)
+      z_ = from(in.z, p.shape).contiguous(fmt);
     const std::vector<int64_t> c{p.channels()};
     w_ = from(in.weight, c);
     b_ = from(in.bias, c);
@@ -86,12 +87,19 @@ class TorchRunner : public Runner {
     dx_ = at::empty_like(x_);
     dw_ = at::empty(c);
     db_ = at::empty(c);
-    if (op == Op::kBackward)
+    if (op == Op::kBackward || op == Op::kBackwardAddRelu)
       std::tie(y_, sm_, si_) = at::native_batch_norm(x_, w_, b_, rm_, rv_, true, 0.1, 1e-5);
+    if (op == Op::kBackwardAddRelu) y_.add_(z_).relu_();
   }
   void run() override {
     if (op_ == Op::kBackward) {
       std::tie(dx_, dw_, db_) = at::native_batch_norm_backward(dy_, x_, w_, rm_, rv_, sm_, si_,
+                                                               true, 1e-5, {true, true, true});
+    } else if (op_ == Op::kBackwardAddRelu) {
+      // What autograd runs for relu(bn(x) + z): ReluBackward0 (threshold_backward on the output),
+      // whose result is also z's gradient (AddBackward passes it through), then BN's backward.
+      dz_ = at::threshold_backward(dy_, y_, 0);
+      std::tie(dx_, dw_, db_) = at::native_batch_norm_backward(dz_, x_, w_, rm_, rv_, sm_, si_,
                                                                true, 1e-5, {true, true, true});
     } else if (op_ == Op::kForwardAddRelu) {
       // What a PyTorch ResNet block does: batch_norm, then add_ and relu_ in place.
@@ -105,13 +113,14 @@ class TorchRunner : public Runner {
     }
   }
   std::vector<float> output() override {
-    at::Tensor o = (op_ == Op::kBackward ? dx_ : y_).contiguous();
+    const bool backward = op_ == Op::kBackward || op_ == Op::kBackwardAddRelu;
+    at::Tensor o = (backward ? dx_ : y_).contiguous();
     return std::vector<float>(o.data_ptr<float>(), o.data_ptr<float>() + o.numel());
   }
 
  private:
   Op op_;
-  at::Tensor x_, dy_, z_, w_, b_, rm_, rv_, y_, sm_, si_, dx_, dw_, db_;
+  at::Tensor x_, dy_, z_, w_, b_, rm_, rv_, y_, sm_, si_, dx_, dz_, dw_, db_;
 };
 
 class TorchPeer : public Peer {

@@ -125,7 +125,7 @@ class OnednnPeer : public Peer {
   std::vector<std::string> layouts_4d() const override { return {"NCHW", "NHWC", "nChw16c"}; }
   std::unique_ptr<Runner> make(const Problem& p, Op op, const Inputs& in,
                                std::string& why) override {
-    if (op == Op::kForwardAddRelu) {
+    if (op == Op::kForwardAddRelu || op == Op::kBackwardAddRelu) {
       why = "oneDNN has no BN + Add + ReLU on CPU (fuse_norm_add_relu is GPU-only)";
       return nullptr;
     }

@@ -49,7 +49,7 @@ def main():
     print("| layer (shape) | layout | op | bnorm ms | fastest peer, same layout | ratio | bnorm GB/s | % STREAM | fastest peer, any layout |")
     print("|---|---|---|---|---|---|---|---|---|")
     ratios, losses = [], []
-    order = {"fwd_train": 0, "fwd_infer": 1, "bwd": 2, "fwd_add_relu": 3}
+    order = {"fwd_train": 0, "fwd_infer": 1, "bwd": 2, "fwd_add_relu": 3, "bwd_add_relu": 4}
     for (shape, op) in sorted(rows, key=lambda k: (k[0], order[k[1]])):
         entries = rows[(shape, op)]
         layouts = sorted({l for l, w, _, _ in entries if w == "bnorm:cpu:hwy"})
