@@ -274,18 +274,28 @@ void forward_train_core(const char* fn, const Tensor& x, const Tensor* z, const 
                     {"running_var", &running_var}});
 
   const kernels::BatchNormImpl& impl = kernels::batch_norm_select(p);
-  std::vector<double> mean(p.c), var(p.c);
-  impl.stats(p, x.raw_data(), mean.data(), var.data());
-  throw_if_nonfinite(fn, "x", mean, var);
-
   const std::vector<double> w = per_channel(weight, p.c, 1.0);
   const std::vector<double> b = per_channel(bias, p.c, 0.0);
-  std::vector<double> invstd(p.c), scale(p.c);
-  for (int64_t c = 0; c < p.c; ++c) {
-    invstd[c] = inv_std(var[c], eps);
-    scale[c] = invstd[c] * w[c];
+  std::vector<double> mean(p.c), var(p.c), invstd(p.c), scale(p.c);
+  auto coefficients = [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      invstd[c] = inv_std(var[c], eps);
+      scale[c] = invstd[c] * w[c];
+    }
+  };
+  // One sweep where the implementation has it, except where NaN must throw before anything is
+  // written (the sweep writes the first channels before it has seen the last).
+  const bool swept = !mask && impl.forward_train_sweep &&
+                     g_nonfinite_policy.load() != NonFinitePolicy::kThrow &&
+                     impl.forward_train_sweep(p, x.raw_data(), mean.data(), var.data(),
+                                              kernels::channel_callback(coefficients), scale.data(),
+                                              b.data(), y.raw_data());
+  if (!swept) {
+    impl.stats(p, x.raw_data(), mean.data(), var.data());
+    throw_if_nonfinite(fn, "x", mean, var);
+    coefficients(0, p.c);
+    write_output(impl, p, x, z, mask, mean.data(), scale.data(), b.data(), y);
   }
-  write_output(impl, p, x, z, mask, mean.data(), scale.data(), b.data(), y);
   store_per_channel(save_mean, mean);
   store_per_channel(save_invstd, invstd);
 
@@ -481,25 +491,37 @@ void backward_core(const char* fn, const Tensor& dy, const Tensor& x, const Tens
   const kernels::BatchNormImpl& impl = kernels::batch_norm_select(p);
   const bool need_sums = train || output_mask[1] || output_mask[2];
   std::vector<double> sum_dy(p.c, 0.0), sum_dy_xmu(p.c, 0.0);
-  if (need_sums) {
-    impl.backward_reduce(p, x.raw_data(), dy.raw_data(), mask, mean.data(), sum_dy.data(),
-                         sum_dy_xmu.data());
-    throw_if_nonfinite(fn, "dy or x", sum_dy, sum_dy_xmu);
-  }
-  if (output_mask[0]) {
-    // See doc/batch_norm.md, "Backward": dx = k_dy·dy + k_xmu·(x − mean) + k_const.
+  // See doc/batch_norm.md, "Backward": dx = k_dy·dy + k_xmu·(x − mean) + k_const.
+  std::vector<double> k_dy(p.c), k_xmu(p.c, 0.0), k_const(p.c, 0.0);
+  auto coefficients = [&](int64_t c0, int64_t c1) {
     const double n = static_cast<double>(p.n * p.hw);
-    std::vector<double> k_dy(p.c), k_xmu(p.c, 0.0), k_const(p.c, 0.0);
-    for (int64_t c = 0; c < p.c; ++c) {
+    for (int64_t c = c0; c < c1; ++c) {
       k_dy[c] = invstd[c] * w[c];
       if (train) {
         k_xmu[c] = -sum_dy_xmu[c] * invstd[c] * invstd[c] / n * k_dy[c];
         k_const[c] = -sum_dy[c] / n * k_dy[c];
       }
     }
+  };
+  void* dz_data = dz.defined() ? dz.raw_data() : nullptr;
+  // One sweep where the implementation has it (training with dx), except where NaN must throw
+  // before anything is written.
+  const bool swept =
+      train && output_mask[0] && impl.backward_sweep &&
+      g_nonfinite_policy.load() != NonFinitePolicy::kThrow &&
+      impl.backward_sweep(p, x.raw_data(), dy.raw_data(), mask, mean.data(), sum_dy.data(),
+                          sum_dy_xmu.data(), kernels::channel_callback(coefficients), k_dy.data(),
+                          k_xmu.data(), k_const.data(), dx.raw_data(), dz_data);
+  if (!swept && need_sums) {
+    impl.backward_reduce(p, x.raw_data(), dy.raw_data(), mask, mean.data(), sum_dy.data(),
+                         sum_dy_xmu.data());
+    throw_if_nonfinite(fn, "dy or x", sum_dy, sum_dy_xmu);
+  }
+  if (!swept && output_mask[0]) {
+    coefficients(0, p.c);
     impl.backward_dx(p, x.raw_data(), dy.raw_data(), mask, mean.data(), k_dy.data(), k_xmu.data(),
-                     k_const.data(), dx.raw_data(), dz.defined() ? dz.raw_data() : nullptr);
-  } else if (dz.defined()) {
+                     k_const.data(), dx.raw_data(), dz_data);
+  } else if (!swept && dz.defined()) {
     mask_gradient(p.dtype, dy.raw_data(), mask, dz.raw_data(), x.numel());
   }
   if (output_mask[1]) {

@@ -67,6 +67,35 @@ using NormalizeAddReluFn = void (*)(const BatchNormProblem& p, const void* x, co
                                     const double* mean, const double* scale, const double* shift,
                                     void* y, uint8_t* mask);
 
+/// A per-channel step of the op layer that a kernel calls back: fn(ctx, c0, c1) for channels
+/// [c0, c1). The single-sweep kernels call it from several threads at once, on disjoint ranges.
+struct ChannelCallback {
+  void (*fn)(void* ctx, int64_t c0, int64_t c1);
+  void* ctx;
+  void operator()(int64_t c0, int64_t c1) const { fn(ctx, c0, c1); }
+};
+/// Wraps a callable f(c0, c1), which must outlive the callback.
+template <typename F>
+ChannelCallback channel_callback(F& f) {
+  return {[](void* ctx, int64_t c0, int64_t c1) { (*static_cast<F*>(ctx))(c0, c1); }, &f};
+}
+
+/// The training forward in one sweep over memory: ranges of channels small enough to stay in
+/// cache each get their statistics (stats' mean and var), then coeffs(c0, c1), which must fill
+/// scale and shift for those channels, then their output (normalize's y), before the next range
+/// is read. Bit for bit the results of stats followed by normalize. Returns false, having written
+/// nothing, where one sweep does not pay for p (the caller then runs the two passes). y may
+/// equal x.
+using ForwardTrainSweepFn = bool (*)(const BatchNormProblem& p, const void* x, double* mean,
+                                     double* var, ChannelCallback coeffs, const double* scale,
+                                     const double* shift, void* y);
+/// The backward in one sweep, the same way: per range, backward_reduce's sums, then
+/// coeffs(c0, c1), which must fill k_dy, k_xmu and k_const, then backward_dx's outputs.
+using BackwardSweepFn = bool (*)(const BatchNormProblem& p, const void* x, const void* dy,
+                                 const uint8_t* mask, const double* mean, double* sum_dy,
+                                 double* sum_dy_xmu, ChannelCallback coeffs, const double* k_dy,
+                                 const double* k_xmu, const double* k_const, void* dx, void* g_out);
+
 struct BatchNormImpl {
   const char* name;  ///< "<backend>:<variant>", stable, selectable with BNORM_IMPL
   /// Returns "" when the implementation handles `p`, else why it declines.
@@ -77,6 +106,9 @@ struct BatchNormImpl {
   BackwardDxFn backward_dx;
   /// Null when the implementation has no fused epilogue (the op layer then uses the next one).
   NormalizeAddReluFn normalize_add_relu;
+  /// Null when the implementation has no single-sweep kernels (the op layer runs two passes).
+  ForwardTrainSweepFn forward_train_sweep;
+  BackwardSweepFn backward_sweep;
 };
 
 /// All implementations, fastest first, reference ("ref") last.
@@ -113,6 +145,12 @@ void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const
                  const double* mean, const double* k_dy, const double* k_xmu, const double* k_const,
                  void* dx, void* g_out);
 /// The instruction set HWY_DYNAMIC_DISPATCH picked on this machine ("AVX3", "AVX2", …).
+bool forward_train_sweep(const BatchNormProblem& p, const void* x, double* mean, double* var,
+                         ChannelCallback coeffs, const double* scale, const double* shift, void* y);
+bool backward_sweep(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
+                    const double* mean, double* sum_dy, double* sum_dy_xmu, ChannelCallback coeffs,
+                    const double* k_dy, const double* k_xmu, const double* k_const, void* dx,
+                    void* g_out);
 const char* target_name();
 }  // namespace cpu_hwy
 

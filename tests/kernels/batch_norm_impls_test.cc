@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "bnorm/parallel.h"
 #include "hwy/targets.h"
 #include "kernels/batch_norm_impls.h"
 #include "support/compare.h"
@@ -270,6 +271,133 @@ TEST(BatchNormImpls, EveryImplementationMatchesTheReference) {
       }
     }
   }
+}
+
+// The single-sweep kernels (forward_train_sweep, backward_sweep) against the same
+// implementation's two passes, bit for bit: statistics, sums, outputs, with and without the ReLU
+// mask, g_out, in place, for 1–3 threads. coeffs must be called once per channel, after that
+// channel's statistics are final. Where a sweep declines it must return false and write nothing.
+template <typename T>
+int check_sweeps(const BatchNormImpl& impl, const BatchNormProblem& p, uint64_t seed) {
+  SCOPED_TRACE(std::string(impl.name) + " sweeps " + problem_str(p));
+  const std::size_t count = static_cast<std::size_t>(p.n * p.c * p.hw),
+                    C = static_cast<std::size_t>(p.c);
+  const std::vector<T> x = to_layout<T>(p, test::randn(count, seed, -2.0, 3.0));
+  const std::vector<T> dy = to_layout<T>(p, test::randn(count, seed + 1));
+  const std::vector<double> w = test::randn(C, seed + 2), b = test::randn(C, seed + 3);
+  const std::vector<uint8_t> mask = random_mask(count, seed + 4);
+
+  // Two passes: stats, coefficients, normalize; backward_reduce, coefficients, backward_dx.
+  std::vector<double> mean(C), var(C), scale(C), sum0(C), sum1(C), k1(C), k2(C), k3(C);
+  impl.stats(p, x.data(), mean.data(), var.data());
+  for (std::size_t c = 0; c < C; ++c) scale[c] = w[c] / std::sqrt(var[c] + 1e-5);
+  std::vector<T> y(count);
+  impl.normalize(p, x.data(), mean.data(), scale.data(), b.data(), y.data());
+  auto backward_coeffs = [&](const std::vector<double>& s0, const std::vector<double>& s1,
+                             std::vector<double>& a1, std::vector<double>& a2,
+                             std::vector<double>& a3, int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      a1[c] = scale[c];
+      a2[c] = -s1[c] * scale[c] * 1e-3;
+      a3[c] = -s0[c] * scale[c] * 1e-3;
+    }
+  };
+
+  int swept = 0;
+  for (int threads : {1, 2, 3}) {
+    set_num_threads(threads);
+    SCOPED_TRACE("threads=" + std::to_string(threads));
+    // Forward, also in place over x.
+    for (bool in_place : {false, true}) {
+      std::vector<double> m(C, -1), v(C, -1), sc(C, 0);
+      std::vector<int> calls(C, 0);
+      std::vector<T> out = in_place ? x : std::vector<T>(count, T(7));
+      const std::vector<T> before = out;
+      auto coeffs = [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) {
+          ++calls[c];
+          sc[c] = w[c] / std::sqrt(v[c] + 1e-5);
+        }
+      };
+      const bool done =
+          impl.forward_train_sweep(p, in_place ? out.data() : x.data(), m.data(), v.data(),
+                                   channel_callback(coeffs), sc.data(), b.data(), out.data());
+      if (!done) {
+        EXPECT_EQ(out, before) << "a declining sweep wrote its output";
+        EXPECT_EQ(m, std::vector<double>(C, -1)) << "a declining sweep wrote statistics";
+        EXPECT_EQ(calls, std::vector<int>(C, 0));
+        continue;
+      }
+      EXPECT_TRUE(test::bit_identical(m, mean));
+      EXPECT_TRUE(test::bit_identical(v, var));
+      EXPECT_EQ(out, y) << "in_place=" << in_place;
+      EXPECT_EQ(calls, std::vector<int>(C, 1));
+      ++swept;
+    }
+    // Backward: plain and masked (g_out fresh, or over dy with dx fresh; or dx over dy).
+    for (int variant = 0; variant < 4; ++variant) {
+      const bool masked_bw = variant > 0;
+      const uint8_t* mk = masked_bw ? mask.data() : nullptr;
+      impl.backward_reduce(p, x.data(), dy.data(), mk, mean.data(), sum0.data(), sum1.data());
+      backward_coeffs(sum0, sum1, k1, k2, k3, 0, p.c);
+      std::vector<T> dx(count), g(count);
+      impl.backward_dx(p, x.data(), dy.data(), mk, mean.data(), k1.data(), k2.data(), k3.data(),
+                       dx.data(), masked_bw ? g.data() : nullptr);
+
+      std::vector<double> s0(C, -1), s1(C, -1), a1(C), a2(C), a3(C);
+      std::vector<int> calls(C, 0);
+      auto coeffs = [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) ++calls[c];
+        backward_coeffs(s0, s1, a1, a2, a3, c0, c1);
+      };
+      std::vector<T> dyc = dy, dx2(count, T(7)), g2(count, T(7));
+      T* dx_out = variant == 3 ? dyc.data() : dx2.data();
+      T* g_out = variant == 1 ? g2.data() : variant == 2 ? dyc.data() : nullptr;
+      const bool done = impl.backward_sweep(p, x.data(), dyc.data(), mk, mean.data(), s0.data(),
+                                            s1.data(), channel_callback(coeffs), a1.data(),
+                                            a2.data(), a3.data(), dx_out, g_out);
+      if (!done) {
+        EXPECT_EQ(dyc, dy) << "a declining sweep wrote its output";
+        EXPECT_EQ(dx2, std::vector<T>(count, T(7)));
+        continue;
+      }
+      SCOPED_TRACE("variant " + std::to_string(variant));
+      EXPECT_TRUE(test::bit_identical(s0, sum0));
+      EXPECT_TRUE(test::bit_identical(s1, sum1));
+      EXPECT_EQ(variant == 3 ? dyc : dx2, dx);
+      if (variant == 1) {
+        EXPECT_EQ(g2, g);
+      } else if (variant == 2) {
+        EXPECT_EQ(dyc, g);
+      }
+      EXPECT_EQ(calls, std::vector<int>(C, 1));
+      ++swept;
+    }
+  }
+  set_num_threads(2);
+  return swept;
+}
+
+TEST(BatchNormImpls, SingleSweepsAreBitIdenticalToTwoPasses) {
+  // NCHW tensors over the sweep's 4 MiB threshold (ranges of several 4-channel groups; channels
+  // not a multiple of 4; a masked row tail: 49 = 6·8 + 1, 4100 = 4·1024 + 4), and problems the
+  // sweeps decline (NHWC, small, HW < 8).
+  const Case cases[] = {{400, 72, 49}, {2, 138, 4100}, {3, 1001, 400}, {2, 70, 5}, {20000, 72, 1}};
+  int swept = 0;
+  uint64_t seed = 4000;
+  for (const BatchNormImpl& impl : batch_norm_impls()) {
+    if (!impl.forward_train_sweep || !impl.backward_sweep) continue;
+    for (const Case& k : cases) {
+      for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
+        BatchNormProblem p{k.n, k.c, k.hw, layout, DType::kFloat32};
+        if (!impl.supports(p).empty()) continue;
+        swept += check_sweeps<float>(impl, p, ++seed) > 0;
+        p.dtype = DType::kFloat64;
+        swept += check_sweeps<double>(impl, p, ++seed) > 0;
+      }
+    }
+  }
+  EXPECT_GE(swept, 6);  // the three NCHW shapes over 4 MiB, in both dtypes
 }
 
 }  // namespace

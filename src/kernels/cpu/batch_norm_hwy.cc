@@ -398,6 +398,31 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   }
 }
 
+// The BlockSums of block r for the cn ≤ kGroup channels c0 … c0 + cn − 1 of an NCHW tensor,
+// shifts included: mean[c] (backward) or the block's first element (statistics).
+template <bool Backward, bool Masked, typename T>
+HWY_INLINE void nchw_item_sums(const BatchNormProblem& p, const T* x, const Grad<Masked, T> grad,
+                               const double* mean, int64_t c0, int64_t cn, const BlockRange r,
+                               BlockSums* out) {
+  for (int64_t j = 0; j < cn; ++j) {
+    out[j].shift = Backward
+                       ? mean[c0 + j]
+                       : block_shift(static_cast<double>(x[(r.n0 * p.c + c0 + j) * p.hw + r.s0]));
+  }
+  if (p.hw < kSlots) {
+    // Rows shorter than a slot cycle: the scalar definition (rare: NCHW with HW < 8).
+    for (int64_t j = 0; j < cn; ++j) {
+      const int64_t off = (c0 + j) * p.hw;
+      block_sums_scalar<Backward>(x + off, Backward ? grad.dy + off : nullptr, p.c * p.hw, 1, p.hw,
+                                  r, out[j].shift, out[j].sum, grad.mask_or_null(), off);
+    }
+  } else if (cn == kGroup) {
+    nchw_block_sums<kGroup, Backward>(p, x, grad, c0, r, out);
+  } else {
+    for (int64_t j = 0; j < cn; ++j) nchw_block_sums<1, Backward>(p, x, grad, c0 + j, r, out + j);
+  }
+}
+
 // The BlockSums of every (channel, block), in parallel over work items fixed by the shape:
 // (group of kGroup channels, block) for NCHW, channel-major, so that consecutive items read
 // consecutive rows of the same channels (block-major order measured the same or up to 15%
@@ -418,27 +443,7 @@ void block_sums_t(const BatchNormProblem& p, const T* x, const Grad<Masked, T> g
       for (int64_t item = i0; item < i1; ++item) {
         const int64_t c0 = item / nb * kGroup, b = item % nb;
         const int64_t cn = std::min(kGroup, p.c - c0);
-        const BlockRange r = plan.range(b, p.hw);
-        // The shift: mean[c] (backward) or the block's first element (statistics).
-        for (int64_t j = 0; j < cn; ++j) {
-          out[j].shift =
-              Backward ? mean[c0 + j]
-                       : block_shift(static_cast<double>(x[(r.n0 * p.c + c0 + j) * p.hw + r.s0]));
-        }
-        if (p.hw < kSlots) {
-          // Rows shorter than a slot cycle: the scalar definition (rare: NCHW with HW < 8).
-          for (int64_t j = 0; j < cn; ++j) {
-            const int64_t off = (c0 + j) * p.hw;
-            block_sums_scalar<Backward>(x + off, Backward ? grad.dy + off : nullptr, p.c * p.hw, 1,
-                                        p.hw, r, out[j].shift, out[j].sum, grad.mask_or_null(),
-                                        off);
-          }
-        } else if (cn == kGroup) {
-          nchw_block_sums<kGroup, Backward>(p, x, grad, c0, r, out);
-        } else {
-          for (int64_t j = 0; j < cn; ++j)
-            nchw_block_sums<1, Backward>(p, x, grad, c0 + j, r, out + j);
-        }
+        nchw_item_sums<Backward>(p, x, grad, mean, c0, cn, plan.range(b, p.hw), out);
         for (int64_t j = 0; j < cn; ++j) partial[(c0 + j) * nb + b] = out[j];
       }
     });
@@ -729,6 +734,122 @@ void elementwise_t(const BatchNormProblem& p, const T* x, const Grad<Masked, T> 
   }
 }
 
+// ---- single sweeps: a range of NCHW channels reduced, then written while it is in cache ----
+//
+// The two-pass training forward reads x twice (statistics, then normalize) and the backward
+// reads x and dy twice (sums, then dx): 3 and 5 passes over memory. A range of channels whose
+// inputs fit in a core's L2 can be reduced and then written straight away, the second read
+// coming from the cache: 2 and 3 passes. A channel's N planes lie C·HW elements apart, so this
+// works on NCHW (on NHWC a channel range is a narrow strided column). Each channel's sums are the
+// same block sums, finished the same way, as in the two passes, so the results are the same bits.
+
+// Input bytes (x, and dy with the mask for the backward) a range may hold: half of a 2 MiB L2,
+// the rest for the output's lines and the other inputs' prefetch.
+constexpr int64_t kSweepRangeBytes = int64_t{1} << 20;
+// Tensors below this go through the two passes, whose finer work items share small problems
+// better between threads (they are in cache for the second pass anyway).
+constexpr int64_t kSweepMinBytes = int64_t{4} << 20;
+
+// Channels per range of the single sweep, or 0 where it does not pay: NCHW rows of at least a
+// slot cycle, tensors of at least kSweepMinBytes, one channel's inputs (`elem_bytes` per
+// element) within kSweepRangeBytes, and at least 4 ranges per thread so that threads finish
+// together. Ranges are whole groups of kGroup channels where they can be.
+inline int64_t sweep_channels(const BatchNormProblem& p, double elem_bytes, std::size_t t_bytes) {
+  const int64_t per_channel = p.n * p.hw;
+  const double channel_bytes = elem_bytes * static_cast<double>(per_channel);
+  if (p.layout != Layout::kNCHW || p.hw < kSlots ||
+      static_cast<double>(p.c * per_channel * static_cast<int64_t>(t_bytes)) < kSweepMinBytes ||
+      channel_bytes > kSweepRangeBytes) {
+    return 0;
+  }
+  int64_t per = static_cast<int64_t>(kSweepRangeBytes / channel_bytes);
+  const int64_t ranges_wanted = 4 * static_cast<int64_t>(get_num_threads());
+  per = std::min(per, (p.c + ranges_wanted - 1) / ranges_wanted);
+  if (per >= kGroup) per = per / kGroup * kGroup;
+  return std::max<int64_t>(per, 1);
+}
+
+// The block sums of channels [c0, c1), all blocks, into partial[(c − c0)·nb + b].
+template <bool Backward, bool Masked, typename T>
+void range_sums(const BatchNormProblem& p, const T* x, const Grad<Masked, T> grad,
+                const double* mean, const BlockPlan& plan, int64_t c0, int64_t c1,
+                BlockSums* partial) {
+  const int64_t nb = plan.num_blocks;
+  BlockSums out[kGroup];
+  for (int64_t g = c0; g < c1; g += kGroup) {
+    const int64_t cn = std::min(kGroup, c1 - g);
+    for (int64_t b = 0; b < nb; ++b) {
+      nchw_item_sums<Backward>(p, x, grad, mean, g, cn, plan.range(b, p.hw), out);
+      for (int64_t j = 0; j < cn; ++j) partial[(g + j - c0) * nb + b] = out[j];
+    }
+  }
+}
+
+// The elementwise pass over the planes of channels [c0, c1), in memory order.
+template <bool Dx, bool Stream, bool Masked, typename T>
+void range_planes(const BatchNormProblem& p, const T* x, const Grad<Masked, T> grad,
+                  const double* m, const double* k1, const double* k2, const double* k3, T* out,
+                  T* g_out, int64_t c0, int64_t c1) {
+  for (int64_t n = 0; n < p.n; ++n) {
+    for (int64_t ch = c0; ch < c1; ++ch) {
+      const int64_t base = (n * p.c + ch) * p.hw;
+      elementwise_run<Dx, /*PerLane=*/false, Stream>(x + base, grad, base, m + ch, k1 + ch, k2 + ch,
+                                                     Dx ? k3 + ch : nullptr, out + base,
+                                                     g_out ? g_out + base : nullptr, p.hw);
+    }
+  }
+}
+
+// Runs sweep(c0, c1) for every range of `per` channels, in parallel, then fences non-temporal
+// stores with Stream.
+template <bool Stream, typename Sweep>
+void for_each_range(const BatchNormProblem& p, int64_t per, Sweep sweep) {
+  parallel_for(0, (p.c + per - 1) / per, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) sweep(i * per, std::min(p.c, (i + 1) * per));
+    if (Stream) hwy::FlushStream();
+  });
+}
+
+template <bool Stream, typename T>
+void forward_train_sweep_t(const BatchNormProblem& p, const T* x, double* mean, double* var,
+                           ChannelCallback coeffs, const double* scale, const double* shift, T* y,
+                           int64_t per) {
+  const BlockPlan plan = make_block_plan(p.n, p.hw);
+  const int64_t nb = plan.num_blocks;
+  const Grad<false, T> none{nullptr, nullptr};
+  for_each_range<Stream>(p, per, [&](int64_t c0, int64_t c1) {
+    std::vector<BlockSums> partial(static_cast<std::size_t>((c1 - c0) * nb));
+    std::vector<BlockMoments> scratch(static_cast<std::size_t>(nb));
+    range_sums</*Backward=*/false>(p, x, none, nullptr, plan, c0, c1, partial.data());
+    for (int64_t c = c0; c < c1; ++c) {
+      finish_stats(plan, p.hw, partial.data() + (c - c0) * nb, nb, scratch.data(), mean + c,
+                   var + c);
+    }
+    coeffs(c0, c1);
+    range_planes</*Dx=*/false, Stream>(p, x, none, mean, scale, shift, nullptr, y,
+                                       static_cast<T*>(nullptr), c0, c1);
+  });
+}
+
+template <bool Stream, bool Masked, typename T>
+void backward_sweep_t(const BatchNormProblem& p, const T* x, const Grad<Masked, T> grad,
+                      const double* mean, double* sum_dy, double* sum_dy_xmu,
+                      ChannelCallback coeffs, const double* k1, const double* k2, const double* k3,
+                      T* dx, T* g_out, int64_t per) {
+  const BlockPlan plan = make_block_plan(p.n, p.hw);
+  const int64_t nb = plan.num_blocks;
+  for_each_range<Stream>(p, per, [&](int64_t c0, int64_t c1) {
+    std::vector<BlockSums> partial(static_cast<std::size_t>((c1 - c0) * nb));
+    std::vector<double> scratch(static_cast<std::size_t>(nb));
+    range_sums</*Backward=*/true>(p, x, grad, mean, plan, c0, c1, partial.data());
+    for (int64_t c = c0; c < c1; ++c) {
+      finish_sums(partial.data() + (c - c0) * nb, nb, scratch.data(), sum_dy + c, sum_dy_xmu + c);
+    }
+    coeffs(c0, c1);
+    range_planes</*Dx=*/true, Stream>(p, x, grad, mean, k1, k2, k3, dx, g_out, c0, c1);
+  });
+}
+
 // The fused epilogue of BN (+ Add) + ReLU over one NCHW plane or NHWC row; see
 // NormalizeAddReluFn. Same association as the reference: ((x − m)·k1 + k2) + z. With Stream, y
 // goes out with non-temporal stores (the mask, a quarter of the bytes, through the cache).
@@ -860,6 +981,57 @@ void BackwardDx(const BatchNormProblem& p, const void* x, const void* dy, const 
   });
 }
 
+bool ForwardTrainSweep(const BatchNormProblem& p, const void* x, double* mean, double* var,
+                       ChannelCallback coeffs, const double* scale, const double* shift, void* y) {
+  bool done = false;
+  dispatch_dtype(p.dtype, [&](auto t) {
+    using T = decltype(t);
+    const int64_t per = sweep_channels(p, sizeof(T), sizeof(T));
+    if (per == 0) return;
+    const T* xt = static_cast<const T*>(x);
+    T* yt = static_cast<T*>(y);
+    if (stream_output(p, yt, yt == xt)) {
+      forward_train_sweep_t<true>(p, xt, mean, var, coeffs, scale, shift, yt, per);
+    } else {
+      forward_train_sweep_t<false>(p, xt, mean, var, coeffs, scale, shift, yt, per);
+    }
+    done = true;
+  });
+  return done;
+}
+
+bool BackwardSweep(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
+                   const double* mean, double* sum_dy, double* sum_dy_xmu, ChannelCallback coeffs,
+                   const double* k_dy, const double* k_xmu, const double* k_const, void* dx,
+                   void* g_out) {
+  bool done = false;
+  dispatch_dtype(p.dtype, [&](auto t) {
+    using T = decltype(t);
+    const int64_t per = sweep_channels(p, 2.0 * sizeof(T) + (mask ? 0.125 : 0.0), sizeof(T));
+    if (per == 0) return;
+    const T* xt = static_cast<const T*>(x);
+    const T* dyt = static_cast<const T*>(dy);
+    T* dxt = static_cast<T*>(dx);
+    T* gt = static_cast<T*>(g_out);
+    auto run = [&](auto grad) {
+      if (stream_outputs(p, dxt, dxt == xt || dxt == dyt, static_cast<const T*>(gt), gt == dyt)) {
+        backward_sweep_t<true>(p, xt, grad, mean, sum_dy, sum_dy_xmu, coeffs, k_dy, k_xmu, k_const,
+                               dxt, gt, per);
+      } else {
+        backward_sweep_t<false>(p, xt, grad, mean, sum_dy, sum_dy_xmu, coeffs, k_dy, k_xmu, k_const,
+                                dxt, gt, per);
+      }
+    };
+    if (mask) {
+      run(Grad<true, T>{dyt, mask});
+    } else {
+      run(Grad<false, T>{dyt, nullptr});
+    }
+    done = true;
+  });
+  return done;
+}
+
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 
 }  // namespace HWY_NAMESPACE
@@ -875,6 +1047,8 @@ HWY_EXPORT(BackwardReduce);
 HWY_EXPORT(BackwardDx);
 HWY_EXPORT(TargetName);
 HWY_EXPORT(NormalizeAddRelu);
+HWY_EXPORT(ForwardTrainSweep);
+HWY_EXPORT(BackwardSweep);
 
 void normalize_add_relu(const BatchNormProblem& p, const void* x, const void* z, const double* mean,
                         const double* scale, const double* shift, void* y, uint8_t* mask) {
@@ -896,6 +1070,18 @@ void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const
                  const double* mean, const double* k_dy, const double* k_xmu, const double* k_const,
                  void* dx, void* g_out) {
   HWY_DYNAMIC_DISPATCH(BackwardDx)(p, x, dy, mask, mean, k_dy, k_xmu, k_const, dx, g_out);
+}
+bool forward_train_sweep(const BatchNormProblem& p, const void* x, double* mean, double* var,
+                         ChannelCallback coeffs, const double* scale, const double* shift,
+                         void* y) {
+  return HWY_DYNAMIC_DISPATCH(ForwardTrainSweep)(p, x, mean, var, coeffs, scale, shift, y);
+}
+bool backward_sweep(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
+                    const double* mean, double* sum_dy, double* sum_dy_xmu, ChannelCallback coeffs,
+                    const double* k_dy, const double* k_xmu, const double* k_const, void* dx,
+                    void* g_out) {
+  return HWY_DYNAMIC_DISPATCH(BackwardSweep)(p, x, dy, mask, mean, sum_dy, sum_dy_xmu, coeffs, k_dy,
+                                             k_xmu, k_const, dx, g_out);
 }
 const char* target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
 
