@@ -198,8 +198,8 @@ HWY_NOINLINE void nchw_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
 //   128 × kLanes elements), while the next unit is prefetched.
 constexpr int64_t kRowMajorChannels = 128;
 
-// Tensors up to 4 MiB: likely in cache, and on 4 KiB pages (Tensor asks for huge pages from
-// 4 MiB), where a walk down 128 positions of a wide row touches 128 pages.
+// Tensors up to 4 MiB: likely in cache, where reading row by row beats the walks (see
+// nhwc_row_major).
 inline bool nhwc_small(const BatchNormProblem& p, std::size_t elem_size) {
   return p.n * p.c * p.hw * static_cast<int64_t>(elem_size) <= (int64_t{4} << 20);
 }
