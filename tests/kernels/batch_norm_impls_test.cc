@@ -43,7 +43,10 @@ const Case kCases[] = {{2, 1, 1},
                        // units of several 49-position rows; 2-d rows walked linearly.
                        {2, 138, 4100},
                        {400, 72, 49},
-                       {20000, 72, 1}};
+                       {20000, 72, 1},
+                       // NHWC walks of 4, 2 and 1 channel vectors (88 = 8 + 2 + 1 float
+                       // vectors of 8).
+                       {3, 88, 4100}};
 
 // Stores logical-order `v` into the problem's layout.
 template <typename T>
