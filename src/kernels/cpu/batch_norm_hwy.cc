@@ -190,30 +190,22 @@ HWY_NOINLINE void nchw_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
 }
 
 // NHWC work items are (block, range of channels); a block's positions are one contiguous range
-// of memory rows. Two ways to read a block (nhwc_row_major picks):
-// - row by row, every channel's 8 slots × 2 sums in L1 (kRowMajorChannels × 128 B = 16 KiB);
-// - in units of kWalk positions: for each unit, groups of up to 4 channel vectors of the range
-//   walk the unit's positions slot by slot (nhwc_slot_walks), each slot's 2 sums per vector in
-//   registers (loaded from and stored to `acc`, which holds the range's accumulators, once per
-//   slot and unit), while the next unit is prefetched.
-constexpr int64_t kRowMajorChannels = 128;
+// of memory rows, read in units of kWalk positions: for each unit, groups of up to 4 channel
+// vectors of the range walk the unit's positions slot by slot (nhwc_slot_walks), each slot's
+// 2 sums per vector in registers (loaded from and stored to `acc`, which holds the range's
+// accumulators, once per slot and unit), while the next unit is prefetched.
+// (An earlier version read small tensors and rows of ≤ 64 channels row by row, every channel's
+// 8 slots × 2 sums in L1. Against the slot-by-slot walks it lost everywhere, medians of 2 × 300
+// calls: 256×1024 statistics 35 → 28 µs, backward sums 53 → 44 µs; 8×2048×7×7 backward sums
+// 200 → 168 µs; 32×64×112×112 statistics 7.1 → 4.1 ms, backward sums 9.3 → 7.4 ms.)
 
-// Tensors up to 4 MiB: likely in cache, where reading row by row beats the walks (see
-// nhwc_row_major).
+// Channels per range for tensors up to 4 MiB (likely in cache): more, smaller work items share
+// small problems better between threads.
+constexpr int64_t kSmallRangeChannels = 128;
 inline bool nhwc_small(const BatchNormProblem& p, std::size_t elem_size) {
   return p.n * p.c * p.hw * static_cast<int64_t>(elem_size) <= (int64_t{4} << 20);
 }
 
-// Whether the NHWC reductions read a block row by row (else by walks). Row by row wins when the
-// range is the whole row and at most 64 channels (one contiguous stream the hardware prefetchers
-// follow; 32×64×112×112, against walks: statistics 7.0 → 4.1 ms, backward sums 12.9 → 7.5 ms)
-// and on small tensors (ranges of ≤ 128 channels; 256×1024: statistics 65 → 49 µs, backward
-// sums 120 → 57 µs; 8×2048×7×7 backward sums 358 → 168 µs). From DRAM with wider rows, partial
-// rows read row by row stream badly and the walks win (65536×256: statistics 3.5 ms by walks,
-// 7.8 row by row; 32×512×28×28: 2.7 vs 4.7 ms). Medians of 6 alternating runs, 2 threads.
-inline bool nhwc_row_major(const BatchNormProblem& p, std::size_t elem_size, int64_t cw) {
-  return (cw == p.c && p.c <= 64) || (nhwc_small(p, elem_size) && cw <= kRowMajorChannels);
-}
 // Positions per walk unit (at least; whole short rows are grouped up to kWalk or more). 128
 // against 64, medians of 6 alternating runs: statistics 32×1024×14×14 1.63 → 1.42 ms,
 // 32×512×28×28 2.78 → 2.51 ms, 65536×256 3.18 → 2.83 ms; backward sums the same or better.
@@ -300,7 +292,6 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
                                   int64_t c0, int64_t cw, const BlockRange r,
                                   double* HWY_RESTRICT acc, double* HWY_RESTRICT shift,
                                   BlockSums* HWY_RESTRICT out) {
-  const DD dd;
   const int64_t c = p.c, hw = p.hw;
   const int64_t first = r.n0 * hw + r.s0;  // position of element (n0, s0)
   for (int64_t i = 0; i < cw; ++i) {
@@ -315,94 +306,75 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   const int64_t cs = padded_channels(cw);  // accumulator row stride, whole aligned vectors
   double* HWY_RESTRICT acc2 = acc + kSlots * cs;
   std::fill(acc, acc + 2 * kSlots * cs, 0.0);
-  if (nhwc_row_major(p, sizeof(T), cw)) {
-    for (int64_t rr = 0; rr < rows; ++rr) {
-      for (int64_t q = 0; q < len; ++q) {
-        double* HWY_RESTRICT b1 = acc + (q & (kSlots - 1)) * cs;
-        double* HWY_RESTRICT b2 = acc2 + (q & (kSlots - 1)) * cs;
-        const int64_t eq = (start + rr * stride + q) * c + c0;  // memory index of channel c0
-        const T* HWY_RESTRICT xq = x + eq;
-        for (int64_t i = 0; i < cv; i += kLanes) {
-          VD a1 = hn::Load(dd, b1 + i), a2 = hn::Load(dd, b2 + i);
-          const VD sh = hn::Load(dd, shift + i);
-          add_terms<Backward>(load_d(dd, xq + i), Backward ? grad.load(dd, eq + i) : sh, sh, a1,
-                              a2);
-          hn::Store(a1, dd, b1 + i);
-          hn::Store(a2, dd, b2 + i);
-        }
+  // Walk units: whole short rows, at least kWalk positions together (32×2048×7×7 statistics:
+  // 0.84 → 0.73 ms against at most kWalk, i.e. one 49-position row per unit), or
+  // kWalk-position pieces of a long row.
+  const bool short_rows = len <= kWalk;
+  const int64_t rows_per_unit = short_rows ? (kWalk + len - 1) / len : 1;
+  const int64_t pieces = short_rows ? 1 : (len + kWalk - 1) / kWalk;
+  const int64_t units = short_rows ? (rows + rows_per_unit - 1) / rows_per_unit : rows * pieces;
+  struct Unit {
+    int64_t row, row_end, q0, q1;
+  };
+  auto unit = [&](int64_t u) -> Unit {
+    if (short_rows) return {u * rows_per_unit, std::min(rows, (u + 1) * rows_per_unit), 0, len};
+    const int64_t q0 = u % pieces * kWalk;
+    return {u / pieces, u / pieces + 1, q0, std::min(len, q0 + kWalk)};
+  };
+  // A walk reads one cache line per position, C·sizeof(T) bytes apart, a pattern the hardware
+  // prefetchers follow poorly from DRAM (a 16 KiB region read column by column: 11 GB/s on two
+  // threads, 31 GB/s sequentially); so the next unit's lines are prefetched during the walks,
+  // one every other step, in memory order (column by column: 11 GB/s; all at the start of the
+  // unit: 8 GB/s; in memory order, spread over the walks: 22 GB/s, the walk's in-cache speed).
+  // With whole rows per item (below), against 64-channel items without prefetch, medians of 6
+  // alternating runs: 32×512×28×28 statistics 3.0 → 2.7 ms, backward sums 7.0 → 5.1 ms;
+  // 65536×256 statistics 4.2 → 3.1 ms, backward sums 9.3 → 6.4 ms.
+  // The ReLU mask (Masked) is prefetched the same way, one line per position.
+  UnitPrefetcher<T> px, pg;
+  UnitPrefetcher<uint8_t> pm;
+  const int64_t lines = (cw * static_cast<int64_t>(sizeof(T)) + 63) / 64;
+  auto plan_prefetch = [&](const Unit& w) {
+    px.k = pg.k = pm.k = px.line = pg.line = pm.line = 0;
+    px.lines = pg.lines = lines;
+    pm.lines = 1;
+    int64_t n = 0;
+    for (int64_t rr = w.row; rr < w.row_end; ++rr) {
+      for (int64_t q = w.q0; q < w.q1 && n < 2 * kWalk; ++q, ++n) {
+        const int64_t o = (start + rr * stride + q) * c + c0;
+        px.rows[n] = x + o;
+        if (Backward) pg.rows[n] = grad.dy + o;
+        if (Masked) pm.rows[n] = grad.mask + o / 8;
       }
     }
-  } else {
-    // Walk units: whole short rows, at least kWalk positions together (32×2048×7×7 statistics:
-    // 0.84 → 0.73 ms against at most kWalk, i.e. one 49-position row per unit), or
-    // kWalk-position pieces of a long row.
-    const bool short_rows = len <= kWalk;
-    const int64_t rows_per_unit = short_rows ? (kWalk + len - 1) / len : 1;
-    const int64_t pieces = short_rows ? 1 : (len + kWalk - 1) / kWalk;
-    const int64_t units = short_rows ? (rows + rows_per_unit - 1) / rows_per_unit : rows * pieces;
-    struct Unit {
-      int64_t row, row_end, q0, q1;
-    };
-    auto unit = [&](int64_t u) -> Unit {
-      if (short_rows) return {u * rows_per_unit, std::min(rows, (u + 1) * rows_per_unit), 0, len};
-      const int64_t q0 = u % pieces * kWalk;
-      return {u / pieces, u / pieces + 1, q0, std::min(len, q0 + kWalk)};
-    };
-    // A walk reads one cache line per position, C·sizeof(T) bytes apart, a pattern the hardware
-    // prefetchers follow poorly from DRAM (a 16 KiB region read column by column: 11 GB/s on two
-    // threads, 31 GB/s sequentially); so the next unit's lines are prefetched during the walks,
-    // one every other step, in memory order (column by column: 11 GB/s; all at the start of the
-    // unit: 8 GB/s; in memory order, spread over the walks: 22 GB/s, the walk's in-cache speed).
-    // With whole rows per item (below), against 64-channel items without prefetch, medians of 6
-    // alternating runs: 32×512×28×28 statistics 3.0 → 2.7 ms, backward sums 7.0 → 5.1 ms;
-    // 65536×256 statistics 4.2 → 3.1 ms, backward sums 9.3 → 6.4 ms.
-    // The ReLU mask (Masked) is prefetched the same way, one line per position.
-    UnitPrefetcher<T> px, pg;
-    UnitPrefetcher<uint8_t> pm;
-    const int64_t lines = (cw * static_cast<int64_t>(sizeof(T)) + 63) / 64;
-    auto plan_prefetch = [&](const Unit& w) {
-      px.k = pg.k = pm.k = px.line = pg.line = pm.line = 0;
-      px.lines = pg.lines = lines;
-      pm.lines = 1;
-      int64_t n = 0;
-      for (int64_t rr = w.row; rr < w.row_end; ++rr) {
-        for (int64_t q = w.q0; q < w.q1 && n < 2 * kWalk; ++q, ++n) {
-          const int64_t o = (start + rr * stride + q) * c + c0;
-          px.rows[n] = x + o;
-          if (Backward) pg.rows[n] = grad.dy + o;
-          if (Masked) pm.rows[n] = grad.mask + o / 8;
-        }
-      }
-      px.count = pg.count = n;
-      pm.count = Masked ? n : 0;
-    };
-    for (int64_t u = 0; u < units; ++u) {
-      const Unit w = unit(u);
-      if (u + 1 < units) {
-        plan_prefetch(unit(u + 1));
-      } else {
-        px.k = pg.k = pm.k = px.count = pg.count = pm.count = 0;
-      }
-      // Four channel vectors (two cache lines of float) per walk, then two, then one (32×2048×7×7
-      // backward sums, medians of 4 alternating runs: 1.65 ms with one vector walking 8 slots in
-      // registers, 1.17 with two vectors slot by slot, 0.92 with four; eight: the same as four).
-      int64_t i = 0;
-      for (; i + 4 * kLanes <= cv; i += 4 * kLanes) {
-        nhwc_slot_walks<4, Backward>(x, grad, start, stride, c, c0 + i, w.row, w.row_end, w.q0,
-                                     w.q1, acc + i, acc2 + i, cs, shift + i, px, pg, pm);
-      }
-      for (; i + 2 * kLanes <= cv; i += 2 * kLanes) {
-        nhwc_slot_walks<2, Backward>(x, grad, start, stride, c, c0 + i, w.row, w.row_end, w.q0,
-                                     w.q1, acc + i, acc2 + i, cs, shift + i, px, pg, pm);
-      }
-      for (; i < cv; i += kLanes) {
-        nhwc_slot_walks<1, Backward>(x, grad, start, stride, c, c0 + i, w.row, w.row_end, w.q0,
-                                     w.q1, acc + i, acc2 + i, cs, shift + i, px, pg, pm);
-      }
-      while (px.k != px.count) px.step();  // more lines than walk steps (narrow ranges)
-      while (Backward && pg.k != pg.count) pg.step();
-      while (Masked && pm.k != pm.count) pm.step();
+    px.count = pg.count = n;
+    pm.count = Masked ? n : 0;
+  };
+  for (int64_t u = 0; u < units; ++u) {
+    const Unit w = unit(u);
+    if (u + 1 < units) {
+      plan_prefetch(unit(u + 1));
+    } else {
+      px.k = pg.k = pm.k = px.count = pg.count = pm.count = 0;
     }
+    // Four channel vectors (two cache lines of float) per walk, then two, then one (32×2048×7×7
+    // backward sums, medians of 4 alternating runs: 1.65 ms with one vector walking 8 slots in
+    // registers, 1.17 with two vectors slot by slot, 0.92 with four; eight: the same as four).
+    int64_t i = 0;
+    for (; i + 4 * kLanes <= cv; i += 4 * kLanes) {
+      nhwc_slot_walks<4, Backward>(x, grad, start, stride, c, c0 + i, w.row, w.row_end, w.q0, w.q1,
+                                   acc + i, acc2 + i, cs, shift + i, px, pg, pm);
+    }
+    for (; i + 2 * kLanes <= cv; i += 2 * kLanes) {
+      nhwc_slot_walks<2, Backward>(x, grad, start, stride, c, c0 + i, w.row, w.row_end, w.q0, w.q1,
+                                   acc + i, acc2 + i, cs, shift + i, px, pg, pm);
+    }
+    for (; i < cv; i += kLanes) {
+      nhwc_slot_walks<1, Backward>(x, grad, start, stride, c, c0 + i, w.row, w.row_end, w.q0, w.q1,
+                                   acc + i, acc2 + i, cs, shift + i, px, pg, pm);
+    }
+    while (px.k != px.count) px.step();  // more lines than walk steps (narrow ranges)
+    while (Backward && pg.k != pg.count) pg.step();
+    while (Masked && pm.k != pm.count) pm.step();
   }
   double s1[kSlots], s2[kSlots];
   for (int64_t i = 0; i < cv; ++i) {
@@ -472,7 +444,7 @@ void block_sums_t(const BatchNormProblem& p, const T* x, const Grad<Masked, T> g
   } else {
     // Channel ranges: whole rows (contiguous memory) when there are enough blocks to share
     // between threads, else rows cut into ranges of a multiple of 64 channels (at most
-    // kRowMajorChannels for small tensors, read row by row). The split changes no value: each
+    // kSmallRangeChannels for small tensors). The split changes no value: each
     // channel's sums are the same whichever range holds it. Items are range-major, so that a
     // thread's contiguous share of items covers whole ranges over all blocks: blocks differ in
     // size (the last is short), and block-major items gave one thread the long block
@@ -481,7 +453,7 @@ void block_sums_t(const BatchNormProblem& p, const T* x, const Grad<Masked, T> g
     const int64_t want = 4 * static_cast<int64_t>(get_num_threads());
     const int64_t splits = std::min((p.c + 63) / 64, std::max<int64_t>(1, (want + nb - 1) / nb));
     int64_t range = ((p.c + splits - 1) / splits + 63) / 64 * 64;
-    if (nhwc_small(p, sizeof(T))) range = std::min(range, kRowMajorChannels);
+    if (nhwc_small(p, sizeof(T))) range = std::min(range, kSmallRangeChannels);
     const int64_t ranges = (p.c + range - 1) / range;
     parallel_for(0, nb * ranges, 1, [&](int64_t i0, int64_t i1) {
       const int64_t width = std::min(range, p.c);
