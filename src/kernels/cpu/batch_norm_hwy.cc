@@ -206,10 +206,13 @@ inline bool nhwc_small(const BatchNormProblem& p, std::size_t elem_size) {
   return p.n * p.c * p.hw * static_cast<int64_t>(elem_size) <= (int64_t{4} << 20);
 }
 
-// Positions per walk unit (at least; whole short rows are grouped up to kWalk or more). 128
-// against 64, medians of 6 alternating runs: statistics 32×1024×14×14 1.63 → 1.42 ms,
-// 32×512×28×28 2.78 → 2.51 ms, 65536×256 3.18 → 2.83 ms; backward sums the same or better.
-constexpr int64_t kWalk = 128;
+// Positions per walk unit (at least; whole short rows are grouped up to kWalk or more). With
+// the slot-by-slot walks, 64 against 128 (medians of 2 × 20 calls): statistics 32×64×112×112
+// 3.20 → 2.72 ms, 32×512×28×28 1.48 → 1.32 ms; backward sums 32×512×28×28 3.97 → 3.53 ms,
+// 4096×1024 1.11 → 0.92 ms, 32×2048×7×7 0.91 → 0.82 ms; 256: 5–25% slower than 128; 32: mixed
+// (statistics up to 15% slower than 64). A unit and the next one, prefetched, share L2 sets when
+// C·sizeof(T) is a large power of two; smaller units leave room for both.
+constexpr int64_t kWalk = 64;
 static_assert(kWalk % kSlots == 0, "walks must start at slot 0");
 
 // Channels rounded up to whole 64-byte vectors of double: the row stride of NHWC accumulators.
