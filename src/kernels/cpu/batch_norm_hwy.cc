@@ -155,10 +155,27 @@ HWY_NOINLINE void nchw_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   }
   const int64_t full = r.s0 + (r.s1 - r.s0) / kSlots * kSlots;
   const int64_t tail = r.s1 - full;
+  // Blocks of whole rows: while row n is read, the group's next row (n + 1, C·HW elements on:
+  // the next row of this block or the first of the next block, which its caller reads next) is
+  // prefetched, as many lines per step as the step reads. The hardware prefetchers start each
+  // such G·HW-element chunk cold (medians of 2 × 10 calls: backward sums 32×512×28×28 5.5 →
+  // 3.7 ms, 32×1024×14×14 1.24 → 0.99; statistics 64×512×28×28 7.2 → 4.5–5.6 ms). Segments of
+  // long rows continue their streams, which the hardware follows.
+  const bool whole_rows = r.s0 == 0 && r.s1 == hw;
+  constexpr int64_t kLineElems = 64 / static_cast<int64_t>(sizeof(T));
+  constexpr int64_t kLinesPerStep = G * kSlots / kLineElems;
   for (int64_t n = r.n0; n < r.n1; ++n) {
     const int64_t row = (n * p.c + c0) * hw;  // memory index of the first channel's row
     const T* HWY_RESTRICT xr = x + row;
+    const bool ahead = whole_rows && n + 1 < p.n;
+    const int64_t next = row + p.c * hw;
     for (int64_t s = r.s0; s < full; s += kSlots) {
+      if (ahead) {
+        for (int64_t l = 0; l < kLinesPerStep; ++l) {
+          hwy::Prefetch(x + next + s * G + l * kLineElems);
+          if (Backward) hwy::Prefetch(grad.dy + next + s * G + l * kLineElems);
+        }
+      }
       for (int64_t g = 0; g < G; ++g) {
         for (int64_t v = 0; v < kSlotVecs; ++v) {
           const int64_t o = g * hw + s + v * kLanes;
