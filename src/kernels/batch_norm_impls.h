@@ -144,13 +144,13 @@ void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, c
 void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
                  const double* mean, const double* k_dy, const double* k_xmu, const double* k_const,
                  void* dx, void* g_out);
-/// The instruction set HWY_DYNAMIC_DISPATCH picked on this machine ("AVX3", "AVX2", …).
 bool forward_train_sweep(const BatchNormProblem& p, const void* x, double* mean, double* var,
                          ChannelCallback coeffs, const double* scale, const double* shift, void* y);
 bool backward_sweep(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
                     const double* mean, double* sum_dy, double* sum_dy_xmu, ChannelCallback coeffs,
                     const double* k_dy, const double* k_xmu, const double* k_const, void* dx,
                     void* g_out);
+/// The instruction set HWY_DYNAMIC_DISPATCH picked on this machine ("AVX3", "AVX2", …).
 const char* target_name();
 }  // namespace cpu_hwy
 

@@ -362,6 +362,7 @@ int check_sweeps(const BatchNormImpl& impl, const BatchNormProblem& p, uint64_t 
       if (!done) {
         EXPECT_EQ(dyc, dy) << "a declining sweep wrote its output";
         EXPECT_EQ(dx2, std::vector<T>(count, T(7)));
+        EXPECT_EQ(s0, std::vector<double>(C, -1)) << "a declining sweep wrote sums";
         continue;
       }
       SCOPED_TRACE("variant " + std::to_string(variant));

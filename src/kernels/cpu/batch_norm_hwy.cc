@@ -227,8 +227,9 @@ inline bool nhwc_small(const BatchNormProblem& p, std::size_t elem_size) {
 // the slot-by-slot walks, 64 against 128 (medians of 2 × 20 calls): statistics 32×64×112×112
 // 3.20 → 2.72 ms, 32×512×28×28 1.48 → 1.32 ms; backward sums 32×512×28×28 3.97 → 3.53 ms,
 // 4096×1024 1.11 → 0.92 ms, 32×2048×7×7 0.91 → 0.82 ms; 256: 5–25% slower than 128; 32: mixed
-// (statistics up to 15% slower than 64). A unit and the next one, prefetched, share L2 sets when
-// C·sizeof(T) is a large power of two; smaller units leave room for both.
+// (statistics up to 15% slower than 64). Likely why (not measured): a unit and the next one,
+// prefetched, share L2 sets when C·sizeof(T) is a large power of two; smaller units leave room
+// for both.
 constexpr int64_t kWalk = 64;
 static_assert(kWalk % kSlots == 0, "walks must start at slot 0");
 
@@ -344,7 +345,7 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   // A walk reads one cache line per position, C·sizeof(T) bytes apart, a pattern the hardware
   // prefetchers follow poorly from DRAM (a 16 KiB region read column by column: 11 GB/s on two
   // threads, 31 GB/s sequentially); so the next unit's lines are prefetched during the walks,
-  // one every other step, in memory order (column by column: 11 GB/s; all at the start of the
+  // one per line a walk reads, in memory order (column by column: 11 GB/s; all at the start of the
   // unit: 8 GB/s; in memory order, spread over the walks: 22 GB/s, the walk's in-cache speed).
   // With whole rows per item (below), against 64-channel items without prefetch, medians of 6
   // alternating runs: 32×512×28×28 statistics 3.0 → 2.7 ms, backward sums 7.0 → 5.1 ms;
@@ -814,12 +815,26 @@ void range_planes(const BatchNormProblem& p, const T* x, const Grad<Masked, T> g
   }
 }
 
-// Runs sweep(c0, c1) for every range of `per` channels, in parallel, then fences non-temporal
-// stores with Stream.
-template <bool Stream, typename Sweep>
-void for_each_range(const BatchNormProblem& p, int64_t per, Sweep sweep) {
+// One sweep over every range of `per` channels, in parallel: the range's block sums, then
+// finish(c0, c1, partial) (the statistics or the backward sums of those channels, from
+// partial[(c − c0)·nb + b]), coeffs(c0, c1), and the range's output (normalize, or dx with Dx);
+// m is the mean the reduction (backward) and the output read, filled by finish for the forward.
+// With Stream, each thread fences its non-temporal stores at the end.
+template <bool Dx, bool Stream, bool Masked, typename T, typename Finish>
+void sweep_t(const BatchNormProblem& p, const T* x, const Grad<Masked, T> grad, const double* m,
+             Finish finish, ChannelCallback coeffs, const double* k1, const double* k2,
+             const double* k3, T* out, T* g_out, int64_t per) {
+  const BlockPlan plan = make_block_plan(p.n, p.hw);
+  const int64_t nb = plan.num_blocks;
   parallel_for(0, (p.c + per - 1) / per, 1, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) sweep(i * per, std::min(p.c, (i + 1) * per));
+    std::vector<BlockSums> partial(static_cast<std::size_t>(per * nb));
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t c0 = i * per, c1 = std::min(p.c, c0 + per);
+      range_sums</*Backward=*/Dx>(p, x, grad, m, plan, c0, c1, partial.data());
+      finish(c0, c1, partial.data());
+      coeffs(c0, c1);
+      range_planes<Dx, Stream>(p, x, grad, m, k1, k2, k3, out, g_out, c0, c1);
+    }
     if (Stream) hwy::FlushStream();
   });
 }
@@ -829,20 +844,15 @@ void forward_train_sweep_t(const BatchNormProblem& p, const T* x, double* mean, 
                            ChannelCallback coeffs, const double* scale, const double* shift, T* y,
                            int64_t per) {
   const BlockPlan plan = make_block_plan(p.n, p.hw);
-  const int64_t nb = plan.num_blocks;
-  const Grad<false, T> none{nullptr, nullptr};
-  for_each_range<Stream>(p, per, [&](int64_t c0, int64_t c1) {
-    std::vector<BlockSums> partial(static_cast<std::size_t>((c1 - c0) * nb));
+  auto finish = [&](int64_t c0, int64_t c1, const BlockSums* partial) {
+    const int64_t nb = plan.num_blocks;
     std::vector<BlockMoments> scratch(static_cast<std::size_t>(nb));
-    range_sums</*Backward=*/false>(p, x, none, nullptr, plan, c0, c1, partial.data());
     for (int64_t c = c0; c < c1; ++c) {
-      finish_stats(plan, p.hw, partial.data() + (c - c0) * nb, nb, scratch.data(), mean + c,
-                   var + c);
+      finish_stats(plan, p.hw, partial + (c - c0) * nb, nb, scratch.data(), mean + c, var + c);
     }
-    coeffs(c0, c1);
-    range_planes</*Dx=*/false, Stream>(p, x, none, mean, scale, shift, nullptr, y,
-                                       static_cast<T*>(nullptr), c0, c1);
-  });
+  };
+  sweep_t</*Dx=*/false, Stream>(p, x, Grad<false, T>{nullptr, nullptr}, mean, finish, coeffs, scale,
+                                shift, nullptr, y, static_cast<T*>(nullptr), per);
 }
 
 template <bool Stream, bool Masked, typename T>
@@ -850,18 +860,14 @@ void backward_sweep_t(const BatchNormProblem& p, const T* x, const Grad<Masked, 
                       const double* mean, double* sum_dy, double* sum_dy_xmu,
                       ChannelCallback coeffs, const double* k1, const double* k2, const double* k3,
                       T* dx, T* g_out, int64_t per) {
-  const BlockPlan plan = make_block_plan(p.n, p.hw);
-  const int64_t nb = plan.num_blocks;
-  for_each_range<Stream>(p, per, [&](int64_t c0, int64_t c1) {
-    std::vector<BlockSums> partial(static_cast<std::size_t>((c1 - c0) * nb));
+  const int64_t nb = make_block_plan(p.n, p.hw).num_blocks;
+  auto finish = [&](int64_t c0, int64_t c1, const BlockSums* partial) {
     std::vector<double> scratch(static_cast<std::size_t>(nb));
-    range_sums</*Backward=*/true>(p, x, grad, mean, plan, c0, c1, partial.data());
     for (int64_t c = c0; c < c1; ++c) {
-      finish_sums(partial.data() + (c - c0) * nb, nb, scratch.data(), sum_dy + c, sum_dy_xmu + c);
+      finish_sums(partial + (c - c0) * nb, nb, scratch.data(), sum_dy + c, sum_dy_xmu + c);
     }
-    coeffs(c0, c1);
-    range_planes</*Dx=*/true, Stream>(p, x, grad, mean, k1, k2, k3, dx, g_out, c0, c1);
-  });
+  };
+  sweep_t</*Dx=*/true, Stream>(p, x, grad, mean, finish, coeffs, k1, k2, k3, dx, g_out, per);
 }
 
 // The fused epilogue of BN (+ Add) + ReLU over one NCHW plane or NHWC row; see
