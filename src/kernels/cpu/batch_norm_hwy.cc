@@ -105,6 +105,42 @@ struct Grad {
   const uint8_t* mask_or_null() const { return Masked ? mask : nullptr; }
 };
 
+// Elementwise passes over tensors at least this large prefetch their inputs (x, and dy or z)
+// kAheadBytes ahead into L2: with the per-element double arithmetic in the loop, the out-of-order
+// window holds too few lines in flight for the hardware prefetchers to keep up from memory. A
+// two-thread stream of 103 MB, y = (x − m)·k1 + k2 in double with 64-byte non-temporal stores:
+// 7.4–7.7 ms, 5.6–5.7 with prefetcht1 1–8 KiB ahead (a float FMA without prefetch: 6.1–6.4).
+constexpr std::size_t kPrefetchMinBytes = std::size_t{4} << 20;
+constexpr int64_t kAheadBytes = 4096;
+
+// Prefetches the line at p into L2 (prefetcht1 on x86; hwy::Prefetch goes to L1).
+template <typename T>
+HWY_INLINE void prefetch_l2(const T* p) {
+  __builtin_prefetch(p, /*rw=*/0, /*locality=*/2);
+}
+
+// Prefetches (into L2: prefetcht1 on x86) the line `ahead` elements past p when p is in the
+// first `step` elements of its cache line, so that a loop advancing `step` elements at a time
+// issues one prefetch per line; nothing with ahead = 0.
+template <typename T>
+HWY_INLINE void prefetch_ahead(const T* p, int64_t ahead, int64_t step) {
+  if (ahead != 0 &&
+      reinterpret_cast<uintptr_t>(p) % 64 < static_cast<uintptr_t>(step) * sizeof(T)) {
+    prefetch_l2(p + ahead);
+  }
+}
+
+// The prefetch distance of an elementwise pass over p (elements; 0: no prefetch): the first
+// multiple of `group` elements at least kAheadBytes ahead, so that a loop visiting `group`
+// consecutive elements in some order prefetches the same element of a later group.
+template <typename T>
+int64_t prefetch_distance(const BatchNormProblem& p, int64_t group) {
+  if (static_cast<std::size_t>(p.n * p.c * p.hw) * sizeof(T) < kPrefetchMinBytes) return 0;
+  const int64_t elems = kAheadBytes / static_cast<int64_t>(sizeof(T));
+  group = std::max<int64_t>(group, 1);
+  return (elems + group - 1) / group * group;
+}
+
 // ---- reductions: statistics and the backward sums, one sweep each --------------------------
 //
 // Both compute, per (channel, block), the two sums of block_sums_scalar (reduction_order.h) with
@@ -160,20 +196,30 @@ HWY_NOINLINE void nchw_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   // prefetched, as many lines per step as the step reads. The hardware prefetchers start each
   // such G·HW-element chunk cold (medians of 2 × 10 calls: backward sums 32×512×28×28 5.5 →
   // 3.7 ms, 32×1024×14×14 1.24 → 0.99; statistics 64×512×28×28 7.2 → 4.5–5.6 ms). Segments of
-  // long rows continue their streams, which the hardware follows.
+  // long rows continue their streams, which the hardware follows, but for large tensors not
+  // fast enough (below).
   const bool whole_rows = r.s0 == 0 && r.s1 == hw;
   constexpr int64_t kLineElems = 64 / static_cast<int64_t>(sizeof(T));
   constexpr int64_t kLinesPerStep = G * kSlots / kLineElems;
-  for (int64_t n = r.n0; n < r.n1; ++n) {
-    const int64_t row = (n * p.c + c0) * hw;  // memory index of the first channel's row
+  const int64_t seg_ahead = whole_rows ? 0 : prefetch_distance<T>(p, 1);
+  // The steps of one row, prefetching per step (compile-time, so that the loop tests nothing):
+  // the next row's lines (kNextRow), the line kAheadBytes further along each channel's segment
+  // (kSegment: long rows of large tensors, where the hardware alone fell behind the double
+  // arithmetic: 32×64×112×112 statistics 3.8–4.4 → 2.7–2.8 ms), or nothing.
+  enum Ahead { kNone, kNextRow, kSegment };
+  auto steps = [&](auto mode, int64_t row, int64_t next) {
+    constexpr int kMode = decltype(mode)::value;
     const T* HWY_RESTRICT xr = x + row;
-    const bool ahead = whole_rows && n + 1 < p.n;
-    const int64_t next = row + p.c * hw;
     for (int64_t s = r.s0; s < full; s += kSlots) {
-      if (ahead) {
+      if constexpr (kMode == kNextRow) {
         for (int64_t l = 0; l < kLinesPerStep; ++l) {
           hwy::Prefetch(x + next + s * G + l * kLineElems);
           if (Backward) hwy::Prefetch(grad.dy + next + s * G + l * kLineElems);
+        }
+      } else if constexpr (kMode == kSegment) {
+        for (int64_t g = 0; g < G; ++g) {
+          prefetch_ahead(xr + g * hw + s, seg_ahead, kSlots);
+          if (Backward) prefetch_ahead(grad.dy + row + g * hw + s, seg_ahead, kSlots);
         }
       }
       for (int64_t g = 0; g < G; ++g) {
@@ -184,13 +230,23 @@ HWY_NOINLINE void nchw_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
         }
       }
     }
+  };
+  for (int64_t n = r.n0; n < r.n1; ++n) {
+    const int64_t row = (n * p.c + c0) * hw;  // memory index of the first channel's row
+    if (whole_rows && n + 1 < p.n) {
+      steps(std::integral_constant<int, kNextRow>{}, row, row + p.c * hw);
+    } else if (seg_ahead != 0) {
+      steps(std::integral_constant<int, kSegment>{}, row, 0);
+    } else {
+      steps(std::integral_constant<int, kNone>{}, row, 0);
+    }
     if (tail == 0) continue;
     for (int64_t g = 0; g < G; ++g) {
       for (int64_t v = 0; v < kSlotVecs; ++v) {
         const int64_t o = g * hw + full + v * kLanes;
         const int64_t left = std::max<int64_t>(0, tail - v * kLanes);
         add_terms_masked<Backward>(
-            hn::FirstN(dd, static_cast<size_t>(left)), load_first(dd, xr + o, left),
+            hn::FirstN(dd, static_cast<size_t>(left)), load_first(dd, x + row + o, left),
             Backward ? grad.load_first(dd, row + o, left) : sh[g], sh[g], a1[g][v], a2[g][v]);
       }
     }
@@ -245,7 +301,7 @@ struct UnitPrefetcher {
   static constexpr int64_t kLineElems = 64 / static_cast<int64_t>(sizeof(T));
   HWY_INLINE void step() {
     if (k == count) return;
-    hwy::Prefetch(rows[k] + line * kLineElems);
+    prefetch_l2(rows[k] + line * kLineElems);
     if (++line == lines) {
       line = 0;
       ++k;
@@ -553,12 +609,14 @@ HWY_INLINE void store_out(DD dd, VD y, T* HWY_RESTRICT p) {
 // out = (x − m)·k1 + k2 (normalize) or out = (k1·g + k2·(x − m)) + k3 (dx, g from `grad`, also
 // stored to g_out when that is not null), the scalar kernels' association. x, out and g_out
 // point at the run; pointers come by value so the compiler keeps them in registers (captured by
-// reference, it reloaded them after every store: 3× slower).
+// reference, it reloaded them after every store: 3× slower). Inputs are prefetched `ahead`
+// elements ahead (prefetch_ahead; 0: not).
 template <bool Dx, bool PerLane, bool Stream, bool Masked, typename T>
 HWY_INLINE void elementwise_run(const T* HWY_RESTRICT x, const Grad<Masked, T> grad, int64_t e0,
                                 const double* HWY_RESTRICT m, const double* HWY_RESTRICT k1,
                                 const double* HWY_RESTRICT k2, const double* HWY_RESTRICT k3,
-                                T* HWY_RESTRICT out, T* HWY_RESTRICT g_out, int64_t len) {
+                                T* HWY_RESTRICT out, T* HWY_RESTRICT g_out, int64_t len,
+                                int64_t ahead) {
   const DD dd;
   auto scalar = [&](int64_t i) {
     const int64_t c = PerLane ? i : 0;
@@ -577,6 +635,8 @@ HWY_INLINE void elementwise_run(const T* HWY_RESTRICT x, const Grad<Masked, T> g
     while (i < len && reinterpret_cast<uintptr_t>(out + i) % align != 0) scalar(i++);
   }
   for (; i + kLanes <= len; i += kLanes) {
+    prefetch_ahead(x + i, ahead, kLanes);
+    if (Dx) prefetch_ahead(grad.dy + e0 + i, ahead, kLanes);
     const VD vm = PerLane ? hn::LoadU(dd, m + i) : bm;
     const VD v1 = PerLane ? hn::LoadU(dd, k1 + i) : b1;
     const VD v2 = PerLane ? hn::LoadU(dd, k2 + i) : b2;
@@ -618,12 +678,14 @@ void for_each_run(const BatchNormProblem& p, Run run) {
 // elementwise_run): each channel vector's coefficients are loaded once for the R rows. They are
 // 3–4 double arrays of C elements, 48–64 KiB for C = 2048, more than L1: loading them once per
 // row made NHWC normalize 2× slower than NCHW (32×2048×7×7: 1.05 vs 0.49 ms). With Stream, every
-// row start must be vector-aligned (checked by the caller).
+// row start must be vector-aligned (checked by the caller). Inputs are prefetched `ahead`
+// elements ahead (a multiple of R·C: the same columns of a later group of rows; 0: not).
 template <bool Dx, bool Stream, int64_t R, bool Masked, typename T>
 HWY_INLINE void elementwise_rows(const T* HWY_RESTRICT x, const Grad<Masked, T> grad, int64_t e0,
                                  const double* HWY_RESTRICT m, const double* HWY_RESTRICT k1,
                                  const double* HWY_RESTRICT k2, const double* HWY_RESTRICT k3,
-                                 T* HWY_RESTRICT out, T* HWY_RESTRICT g_out, int64_t c) {
+                                 T* HWY_RESTRICT out, T* HWY_RESTRICT g_out, int64_t c,
+                                 int64_t ahead) {
   const DD dd;
   // V vectors of channels from channel i for the R rows.
   auto block = [&](auto vectors, int64_t i) {
@@ -638,6 +700,8 @@ HWY_INLINE void elementwise_rows(const T* HWY_RESTRICT x, const Grad<Masked, T> 
     for (int64_t r = 0; r < R; ++r) {
       for (int64_t v = 0; v < V; ++v) {
         const int64_t o = r * c + i + v * kLanes;
+        prefetch_ahead(x + o, ahead, kLanes);
+        if (Dx) prefetch_ahead(grad.dy + e0 + o, ahead, kLanes);
         const VD gv = Dx ? grad.load(dd, e0 + o) : vm[v];
         store_out<Stream>(
             dd, elementwise_value<Dx>(load_d(dd, x + o), gv, vm[v], v1[v], v2[v], v3[v]), out + o);
@@ -678,17 +742,21 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
     const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(c, 1) / 4) * 4;
     auto rows_of = [=](auto rows) {
       constexpr int64_t kRows = decltype(rows)::value;
+      // Pairs of rows (C ≥ 4 KiB) are two streams per tensor that the hardware prefetchers
+      // follow; prefetching there cost time (4096×1024 dx 0.82–0.84 → 0.93–0.98 ms, 32×1024×14×14
+      // NHWC dx 1.27–1.31 → 1.37–1.41; medians of 30 calls, 3 alternating runs).
+      const int64_t ahead = kRows == 1 ? prefetch_distance<T>(p, c) : 0;
       parallel_for(0, p.n * p.hw, grain, [=](int64_t i0, int64_t i1) {
         int64_t rw = i0;
         for (; rw + kRows <= i1; rw += kRows) {
           const int64_t o = rw * c;
           elementwise_rows<Dx, Stream, kRows>(x + o, grad, o, m, k1, k2, k3, out + o,
-                                              g_out ? g_out + o : nullptr, c);
+                                              g_out ? g_out + o : nullptr, c, ahead);
         }
         for (; rw < i1; ++rw) {
           const int64_t o = rw * c;
           elementwise_rows<Dx, Stream, 1>(x + o, grad, o, m, k1, k2, k3, out + o,
-                                          g_out ? g_out + o : nullptr, c);
+                                          g_out ? g_out + o : nullptr, c, ahead);
         }
         if (Stream) hwy::FlushStream();
       });
@@ -702,10 +770,12 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
     }
     return;
   }
+  // NCHW planes follow each other in memory: the prefetch runs ahead across plane boundaries.
+  const int64_t ahead = prefetch_distance<T>(p, 1);
   for_each_run<Stream>(p, [=](auto per_lane, int64_t base, int64_t ch, int64_t len) {
     elementwise_run<Dx, decltype(per_lane)::value, Stream>(
         x + base, grad, base, m + ch, k1 + ch, k2 + ch, Dx ? k3 + ch : nullptr, out + base,
-        g_out ? g_out + base : nullptr, len);
+        g_out ? g_out + base : nullptr, len, ahead);
   });
 }
 
@@ -810,7 +880,8 @@ void range_planes(const BatchNormProblem& p, const T* x, const Grad<Masked, T> g
       const int64_t base = (n * p.c + ch) * p.hw;
       elementwise_run<Dx, /*PerLane=*/false, Stream>(x + base, grad, base, m + ch, k1 + ch, k2 + ch,
                                                      Dx ? k3 + ch : nullptr, out + base,
-                                                     g_out ? g_out + base : nullptr, p.hw);
+                                                     g_out ? g_out + base : nullptr, p.hw,
+                                                     /*ahead=*/0);
     }
   }
 }
@@ -872,12 +943,13 @@ void backward_sweep_t(const BatchNormProblem& p, const T* x, const Grad<Masked, 
 
 // The fused epilogue of BN (+ Add) + ReLU over one NCHW plane or NHWC row; see
 // NormalizeAddReluFn. Same association as the reference: ((x − m)·k1 + k2) + z. With Stream, y
-// goes out with non-temporal stores (the mask, a quarter of the bytes, through the cache).
+// goes out with non-temporal stores (the mask, a quarter of the bytes, through the cache). x and
+// z are prefetched `ahead` elements ahead (prefetch_ahead).
 template <bool PerLane, bool Stream, typename T>
 HWY_INLINE void add_relu_run(const T* HWY_RESTRICT x, const T* HWY_RESTRICT z,
                              const double* HWY_RESTRICT m, const double* HWY_RESTRICT k1,
                              const double* HWY_RESTRICT k2, T* HWY_RESTRICT out,
-                             ReluMaskWriter& mask, int64_t len) {
+                             ReluMaskWriter& mask, int64_t len, int64_t ahead) {
   const DD dd;
   const VD zero = hn::Zero(dd);
   const VD bm = hn::Set(dd, PerLane ? 0.0 : m[0]), b1 = hn::Set(dd, PerLane ? 0.0 : k1[0]);
@@ -895,6 +967,8 @@ HWY_INLINE void add_relu_run(const T* HWY_RESTRICT x, const T* HWY_RESTRICT z,
     while (i < len && reinterpret_cast<uintptr_t>(out + i) % align != 0) scalar(i++);
   }
   for (; i + kLanes <= len; i += kLanes) {
+    prefetch_ahead(x + i, ahead, kLanes);
+    if (z) prefetch_ahead(z + i, ahead, kLanes);
     const VD vm = PerLane ? hn::LoadU(dd, m + i) : bm;
     const VD v1 = PerLane ? hn::LoadU(dd, k1 + i) : b1;
     const VD v2 = PerLane ? hn::LoadU(dd, k2 + i) : b2;
@@ -920,13 +994,14 @@ void normalize_add_relu_layout(const BatchNormProblem& p, const T* x, const T* z
     const int64_t grain =
         std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(len * group, 1));
     const int64_t c = p.c;
+    const int64_t ahead = prefetch_distance<T>(p, 1);  // runs follow each other in memory
     parallel_for(0, groups, grain, [=](int64_t g0, int64_t g1) {
       const int64_t r0 = g0 * group, r1 = std::min(runs, g1 * group);
       ReluMaskWriter bits(mask + r0 * len / 8);
       for (int64_t run = r0; run < r1; ++run) {
         const int64_t base = run * len, ch = kPerLane ? 0 : run % c;
         add_relu_run<kPerLane, Stream>(x + base, z ? z + base : nullptr, m + ch, k1 + ch, k2 + ch,
-                                       out + base, bits, len);
+                                       out + base, bits, len, ahead);
       }
       bits.finish();
       if (Stream) hwy::FlushStream();
