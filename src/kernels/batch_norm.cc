@@ -126,16 +126,13 @@ void check_no_overlap(const char* fn, const char* name, const Tensor& out,
 
 // Reads a per-channel tensor as doubles; `fallback` when undefined.
 std::vector<double> per_channel(const Tensor& t, int64_t c, double fallback) {
-  std::vector<double> v(static_cast<std::size_t>(c), fallback);
-  if (!t.defined()) return v;
+  if (!t.defined()) return std::vector<double>(static_cast<std::size_t>(c), fallback);
   if (t.dtype() == DType::kFloat32) {
     const float* d = t.data<float>();
-    for (int64_t i = 0; i < c; ++i) v[i] = d[i];
-  } else {
-    const double* d = t.data<double>();
-    for (int64_t i = 0; i < c; ++i) v[i] = d[i];
+    return std::vector<double>(d, d + c);
   }
-  return v;
+  const double* d = t.data<double>();
+  return std::vector<double>(d, d + c);
 }
 
 void store_per_channel(Tensor& t, const std::vector<double>& v) {
