@@ -105,11 +105,13 @@ struct Grad {
   const uint8_t* mask_or_null() const { return Masked ? mask : nullptr; }
 };
 
-// Elementwise passes over tensors at least this large prefetch their inputs (x, and dy or z)
-// kAheadBytes ahead into L2: with the per-element double arithmetic in the loop, the out-of-order
-// window holds too few lines in flight for the hardware prefetchers to keep up from memory. A
+// Passes over tensors at least this large (two cores' L2; not tuned) prefetch their inputs
+// kAheadBytes ahead into L2: the elementwise passes (x, and dy or z) and the NCHW reductions'
+// long-row segments. With the per-element double arithmetic in the loop, the out-of-order window
+// holds too few loads in flight for the hardware prefetchers to keep up with memory. A
 // two-thread stream of 103 MB, y = (x − m)·k1 + k2 in double with 64-byte non-temporal stores:
-// 7.4–7.7 ms, 5.6–5.7 with prefetcht1 1–8 KiB ahead (a float FMA without prefetch: 6.1–6.4).
+// 7.4–8.3 ms; 5.6–5.95 with prefetcht1 4–16 KiB ahead (1 KiB ahead, or prefetcht0: 6.2–6.7; a
+// float FMA without prefetch: 6.1–6.9). A read-only Σd, Σd² in double: 5.7–6.0 → 2.9–3.8 ms.
 constexpr std::size_t kPrefetchMinBytes = std::size_t{4} << 20;
 constexpr int64_t kAheadBytes = 4096;
 
@@ -205,7 +207,8 @@ HWY_NOINLINE void nchw_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   // The steps of one row, prefetching per step (compile-time, so that the loop tests nothing):
   // the next row's lines (kNextRow), the line kAheadBytes further along each channel's segment
   // (kSegment: long rows of large tensors, where the hardware alone fell behind the double
-  // arithmetic: 32×64×112×112 statistics 3.8–4.4 → 2.7–2.8 ms), or nothing.
+  // arithmetic: 32×64×112×112 statistics 2.7–4.1 → 2.3–2.6 ms, backward sums 6.8–7.4 →
+  // 5.9–6.2), or nothing.
   enum Ahead { kNone, kNextRow, kSegment };
   auto steps = [&](auto mode, int64_t row, int64_t next) {
     constexpr int kMode = decltype(mode)::value;
@@ -293,7 +296,9 @@ static_assert(kWalk % kSlots == 0, "walks must start at slot 0");
 inline int64_t padded_channels(int64_t cw) { return (cw + 7) / 8 * 8; }
 
 // Prefetches the cache lines of one walk unit in memory order, one per call to step(): rows
-// `rows[0..count)`, each `lines` lines from its pointer.
+// `rows[0..count)`, each `lines` lines from its pointer. Into L2, not L1 (a walk's lines share
+// few L1 sets; medians of 15 calls, statistics 32×64×112×112 5.2–5.5 → 3.5–4.9 ms, 32×512×28×28
+// 1.52 → 1.42; other shapes the same).
 template <typename T>
 struct UnitPrefetcher {
   const T* rows[2 * kWalk];  // a unit of short rows has < 2·kWalk positions
