@@ -3,11 +3,13 @@
 // to the registry adds it here without edits.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
 
 #include "bnorm/parallel.h"
+#include "hwy/aligned_allocator.h"
 #include "hwy/targets.h"
 #include "kernels/batch_norm_impls.h"
 #include "support/compare.h"
@@ -380,6 +382,70 @@ int check_sweeps(const BatchNormImpl& impl, const BatchNormProblem& p, uint64_t 
   }
   set_num_threads(2);
   return swept;
+}
+
+// Outputs of at least 16 MiB go out with non-temporal stores and the inputs are prefetched ahead
+// (cpu:hwy's stream_output, prefetch_distance): NCHW planes of whole cache lines (4112 floats),
+// NHWC rows of 64 and 256 channels (one row per group of stores) and 1024 (two rows), written at
+// a 64-byte boundary and one element past it (NCHW streams after a scalar prologue; NHWC rows are
+// then not vector-aligned and go through the cache). The smaller cases above never stream. The
+// fused epilogue is compared with the reference's (cpu:blocked has none).
+TEST(BatchNormImpls, StreamedOutputsAreBitIdenticalToBlocked) {
+  const BatchNormImpl* hwy_impl = nullptr;
+  const BatchNormImpl* base = nullptr;
+  for (const BatchNormImpl& impl : batch_norm_impls()) {
+    if (std::string(impl.name) == "cpu:hwy") hwy_impl = &impl;
+    if (std::string(impl.name) == "cpu:blocked") base = &impl;
+  }
+  ASSERT_NE(hwy_impl, nullptr);
+  ASSERT_NE(base, nullptr);
+  const Case cases[] = {{16, 64, 4112}, {16400, 256, 1}, {4100, 1024, 1}};
+  uint64_t seed = 7000;
+  for (const Case& k : cases) {
+    for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
+      const BatchNormProblem p{k.n, k.c, k.hw, layout, DType::kFloat32};
+      ASSERT_GE(p.n * p.c * p.hw * 4, int64_t{16} << 20);
+      const std::size_t count = static_cast<std::size_t>(p.n * p.c * p.hw),
+                        C = static_cast<std::size_t>(p.c);
+      const std::vector<float> x = to_layout<float>(p, test::randn(count, ++seed, -2.0, 3.0));
+      const std::vector<float> dy = to_layout<float>(p, test::randn(count, ++seed));
+      const std::vector<uint8_t> mask = random_mask(count, ++seed);
+      const std::vector<double> m = test::randn(C, ++seed), k1 = test::randn(C, ++seed),
+                                k2 = test::randn(C, ++seed), k3 = test::randn(C, ++seed);
+      for (std::size_t offset : {0, 1}) {
+        SCOPED_TRACE(problem_str(p) + " offset " + std::to_string(offset));
+        auto buffer = [&] {
+          auto b = hwy::AllocateAligned<float>(count + 16);
+          std::fill(b.get(), b.get() + count + 16, 7.0f);
+          return b;
+        };
+        auto y1 = buffer(), y2 = buffer(), g1 = buffer(), g2 = buffer();
+        auto same = [&](const float* a, const float* b) { return std::equal(a, a + count, b); };
+        hwy_impl->normalize(p, x.data(), m.data(), k1.data(), k2.data(), y1.get() + offset);
+        base->normalize(p, x.data(), m.data(), k1.data(), k2.data(), y2.get() + offset);
+        EXPECT_TRUE(same(y1.get() + offset, y2.get() + offset)) << "normalize";
+        hwy_impl->backward_dx(p, x.data(), dy.data(), mask.data(), m.data(), k1.data(), k2.data(),
+                              k3.data(), y1.get() + offset, g1.get() + offset);
+        base->backward_dx(p, x.data(), dy.data(), mask.data(), m.data(), k1.data(), k2.data(),
+                          k3.data(), y2.get() + offset, g2.get() + offset);
+        EXPECT_TRUE(same(y1.get() + offset, y2.get() + offset)) << "dx";
+        EXPECT_TRUE(same(g1.get() + offset, g2.get() + offset)) << "masked dy";
+        std::vector<uint8_t> bits1((count + 7) / 8), bits2((count + 7) / 8);
+        hwy_impl->normalize_add_relu(p, x.data(), dy.data(), m.data(), k1.data(), k2.data(),
+                                     y1.get() + offset, bits1.data());
+        reference::normalize_add_relu(p, x.data(), dy.data(), m.data(), k1.data(), k2.data(),
+                                      y2.get() + offset, bits2.data());
+        EXPECT_TRUE(same(y1.get() + offset, y2.get() + offset)) << "add + relu";
+        EXPECT_EQ(bits1, bits2);
+        // Nothing written outside [offset, offset + count).
+        for (const auto* b : {&y1, &g1}) {
+          EXPECT_TRUE(std::all_of(b->get(), b->get() + offset, [](float v) { return v == 7.0f; }));
+          EXPECT_TRUE(std::all_of(b->get() + offset + count, b->get() + count + 16,
+                                  [](float v) { return v == 7.0f; }));
+        }
+      }
+    }
+  }
 }
 
 TEST(BatchNormImpls, SingleSweepsAreBitIdenticalToTwoPasses) {
