@@ -385,11 +385,12 @@ int check_sweeps(const BatchNormImpl& impl, const BatchNormProblem& p, uint64_t 
 }
 
 // Outputs of at least 16 MiB go out with non-temporal stores and the inputs are prefetched ahead
-// (cpu:hwy's stream_output, prefetch_distance): NCHW planes of whole cache lines (4112 floats),
-// NHWC rows of 64 and 256 channels (one row per group of stores) and 1024 (two rows), written at
-// a 64-byte boundary and one element past it (NCHW streams after a scalar prologue; NHWC rows are
-// then not vector-aligned and go through the cache). The smaller cases above never stream. The
-// fused epilogue is compared with the reference's (cpu:blocked has none).
+// (cpu:hwy's stream_output, prefetch_distance): NCHW planes of whole cache lines (4112 floats;
+// planes of 130 do not stream: partial lines), NHWC rows of 64 and 256
+// channels (one row per group of stores) and 1024 (two rows), written at a 64-byte boundary and one
+// element past it (NCHW streams after a scalar prologue; NHWC rows are then not vector-aligned and
+// go through the cache). The smaller cases above never stream. The fused epilogue is compared with
+// the reference's (cpu:blocked has none).
 TEST(BatchNormImpls, StreamedOutputsAreBitIdenticalToBlocked) {
   const BatchNormImpl* hwy_impl = nullptr;
   const BatchNormImpl* base = nullptr;
@@ -399,7 +400,7 @@ TEST(BatchNormImpls, StreamedOutputsAreBitIdenticalToBlocked) {
   }
   ASSERT_NE(hwy_impl, nullptr);
   ASSERT_NE(base, nullptr);
-  const Case cases[] = {{16, 64, 4112}, {16400, 256, 1}, {4100, 1024, 1}};
+  const Case cases[] = {{16, 64, 4112}, {32, 1024, 130}, {16400, 256, 1}, {4100, 1024, 1}};
   uint64_t seed = 7000;
   for (const Case& k : cases) {
     for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
@@ -443,6 +444,45 @@ TEST(BatchNormImpls, StreamedOutputsAreBitIdenticalToBlocked) {
           EXPECT_TRUE(std::all_of(b->get() + offset + count, b->get() + count + 16,
                                   [](float v) { return v == 7.0f; }));
         }
+        // The NCHW single sweeps write range by range, streamed under the same rule: the two
+        // passes' bits.
+        if (!hwy_impl->forward_train_sweep || layout != Layout::kNCHW) continue;  // HW < 8 declines
+        std::vector<double> mean(C), var(C), sc(C), m2(C), v2(C), sc2(C);
+        hwy_impl->stats(p, x.data(), mean.data(), var.data());
+        for (std::size_t i = 0; i < C; ++i) sc[i] = k1[i] / std::sqrt(var[i] + 1e-5);
+        hwy_impl->normalize(p, x.data(), mean.data(), sc.data(), k2.data(), y2.get() + offset);
+        auto fwd_coeffs = [&](int64_t c0, int64_t c1) {
+          for (int64_t i = c0; i < c1; ++i) sc2[i] = k1[i] / std::sqrt(v2[i] + 1e-5);
+        };
+        if (!hwy_impl->forward_train_sweep(p, x.data(), m2.data(), v2.data(),
+                                           channel_callback(fwd_coeffs), sc2.data(), k2.data(),
+                                           y1.get() + offset)) {
+          EXPECT_LT(p.hw, 8) << "the sweep declined a problem it should take";
+          continue;
+        }
+        EXPECT_TRUE(same(y1.get() + offset, y2.get() + offset)) << "forward sweep";
+        std::vector<double> s0(C), s1(C), a1(C), a2(C), a3(C), t0(C), t1(C), b1(C), b2(C), b3(C);
+        auto bwd_coeffs = [&](const std::vector<double>& u0, const std::vector<double>& u1,
+                              std::vector<double>& q1, std::vector<double>& q2,
+                              std::vector<double>& q3, int64_t c0, int64_t c1) {
+          for (int64_t i = c0; i < c1; ++i) {
+            q1[i] = sc[i];
+            q2[i] = -u1[i] * sc[i] * 1e-6;
+            q3[i] = -u0[i] * sc[i] * 1e-6;
+          }
+        };
+        hwy_impl->backward_reduce(p, x.data(), dy.data(), mask.data(), mean.data(), s0.data(),
+                                  s1.data());
+        bwd_coeffs(s0, s1, a1, a2, a3, 0, p.c);
+        hwy_impl->backward_dx(p, x.data(), dy.data(), mask.data(), mean.data(), a1.data(),
+                              a2.data(), a3.data(), y2.get() + offset, g2.get() + offset);
+        auto sweep_coeffs = [&](int64_t c0, int64_t c1) { bwd_coeffs(t0, t1, b1, b2, b3, c0, c1); };
+        ASSERT_TRUE(hwy_impl->backward_sweep(p, x.data(), dy.data(), mask.data(), mean.data(),
+                                             t0.data(), t1.data(), channel_callback(sweep_coeffs),
+                                             b1.data(), b2.data(), b3.data(), y1.get() + offset,
+                                             g1.get() + offset));
+        EXPECT_TRUE(same(y1.get() + offset, y2.get() + offset)) << "backward sweep";
+        EXPECT_TRUE(same(g1.get() + offset, g2.get() + offset)) << "backward sweep, masked dy";
       }
     }
   }
@@ -451,7 +491,7 @@ TEST(BatchNormImpls, StreamedOutputsAreBitIdenticalToBlocked) {
 TEST(BatchNormImpls, SingleSweepsAreBitIdenticalToTwoPasses) {
   // NCHW tensors over the sweep's 4 MiB threshold (ranges of several 4-channel groups; channels
   // not a multiple of 4; a masked row tail: 49 = 6·8 + 1, 4100 = 4·1024 + 4), and problems the
-  // sweeps decline (NHWC, small, HW < 8).
+  // sweeps decline (NHWC, small, HW < 8). Sweeps with streamed outputs: StreamedOutputs… above.
   const Case cases[] = {{400, 72, 49}, {2, 138, 4100}, {3, 1001, 400}, {2, 70, 5}, {20000, 72, 1}};
   int swept = 0;
   uint64_t seed = 4000;
