@@ -50,6 +50,26 @@ const Case kCases[] = {{2, 1, 1},
                        // vectors of 8).
                        {3, 88, 4100}};
 
+// The registry entry named `name`, or null.
+const BatchNormImpl* find_impl(const std::string& name) {
+  for (const BatchNormImpl& impl : batch_norm_impls())
+    if (name == impl.name) return &impl;
+  return nullptr;
+}
+
+// Backward coefficients for channels [c0, c1) from the sums (u0, u1) = (Σdy, Σdy·(x − mean)), of
+// the op layer's form (scale, −u1·scale·f, −u0·scale·f), f standing in for 1/(N·HW).
+void backward_test_coeffs(const std::vector<double>& scale, double f, const std::vector<double>& u0,
+                          const std::vector<double>& u1, std::vector<double>& q1,
+                          std::vector<double>& q2, std::vector<double>& q3, int64_t c0,
+                          int64_t c1) {
+  for (int64_t c = c0; c < c1; ++c) {
+    q1[c] = scale[c];
+    q2[c] = -u1[c] * scale[c] * f;
+    q3[c] = -u0[c] * scale[c] * f;
+  }
+}
+
 // Stores logical-order `v` into the problem's layout.
 template <typename T>
 std::vector<T> to_layout(const BatchNormProblem& p, const std::vector<double>& v) {
@@ -204,9 +224,7 @@ void check_bit_identical(const BatchNormImpl& impl, const BatchNormImpl& base,
 }
 
 TEST(BatchNormImpls, OptimizedImplementationsAreBitIdenticalToBlocked) {
-  const BatchNormImpl* base = nullptr;
-  for (const BatchNormImpl& impl : batch_norm_impls())
-    if (std::string(impl.name) == "cpu:blocked") base = &impl;
+  const BatchNormImpl* base = find_impl("cpu:blocked");
   ASSERT_NE(base, nullptr);
   uint64_t seed = 500;
   for (const BatchNormImpl& impl : batch_norm_impls()) {
@@ -226,12 +244,8 @@ TEST(BatchNormImpls, OptimizedImplementationsAreBitIdenticalToBlocked) {
 // cpu:hwy on every instruction set this machine supports (SSE4, AVX2, AVX3, …), not only the one
 // dynamic dispatch picks: each must match cpu:blocked bit for bit.
 TEST(BatchNormImpls, HighwayKernelOnEverySupportedTarget) {
-  const BatchNormImpl* hwy_impl = nullptr;
-  const BatchNormImpl* base = nullptr;
-  for (const BatchNormImpl& impl : batch_norm_impls()) {
-    if (std::string(impl.name) == "cpu:hwy") hwy_impl = &impl;
-    if (std::string(impl.name) == "cpu:blocked") base = &impl;
-  }
+  const BatchNormImpl* hwy_impl = find_impl("cpu:hwy");
+  const BatchNormImpl* base = find_impl("cpu:blocked");
   ASSERT_NE(hwy_impl, nullptr);
   int tested = 0;
   for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
@@ -301,11 +315,7 @@ int check_sweeps(const BatchNormImpl& impl, const BatchNormProblem& p, uint64_t 
   auto backward_coeffs = [&](const std::vector<double>& s0, const std::vector<double>& s1,
                              std::vector<double>& a1, std::vector<double>& a2,
                              std::vector<double>& a3, int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      a1[c] = scale[c];
-      a2[c] = -s1[c] * scale[c] * 1e-3;
-      a3[c] = -s0[c] * scale[c] * 1e-3;
-    }
+    backward_test_coeffs(scale, 1e-3, s0, s1, a1, a2, a3, c0, c1);
   };
 
   int swept = 0;
@@ -392,12 +402,8 @@ int check_sweeps(const BatchNormImpl& impl, const BatchNormProblem& p, uint64_t 
 // go through the cache). The smaller cases above never stream. The fused epilogue is compared with
 // the reference's (cpu:blocked has none).
 TEST(BatchNormImpls, StreamedOutputsAreBitIdenticalToBlocked) {
-  const BatchNormImpl* hwy_impl = nullptr;
-  const BatchNormImpl* base = nullptr;
-  for (const BatchNormImpl& impl : batch_norm_impls()) {
-    if (std::string(impl.name) == "cpu:hwy") hwy_impl = &impl;
-    if (std::string(impl.name) == "cpu:blocked") base = &impl;
-  }
+  const BatchNormImpl* hwy_impl = find_impl("cpu:hwy");
+  const BatchNormImpl* base = find_impl("cpu:blocked");
   ASSERT_NE(hwy_impl, nullptr);
   ASSERT_NE(base, nullptr);
   const Case cases[] = {{16, 64, 4112}, {32, 1024, 130}, {16400, 256, 1}, {4100, 1024, 1}};
@@ -462,21 +468,14 @@ TEST(BatchNormImpls, StreamedOutputsAreBitIdenticalToBlocked) {
         }
         EXPECT_TRUE(same(y1.get() + offset, y2.get() + offset)) << "forward sweep";
         std::vector<double> s0(C), s1(C), a1(C), a2(C), a3(C), t0(C), t1(C), b1(C), b2(C), b3(C);
-        auto bwd_coeffs = [&](const std::vector<double>& u0, const std::vector<double>& u1,
-                              std::vector<double>& q1, std::vector<double>& q2,
-                              std::vector<double>& q3, int64_t c0, int64_t c1) {
-          for (int64_t i = c0; i < c1; ++i) {
-            q1[i] = sc[i];
-            q2[i] = -u1[i] * sc[i] * 1e-6;
-            q3[i] = -u0[i] * sc[i] * 1e-6;
-          }
-        };
         hwy_impl->backward_reduce(p, x.data(), dy.data(), mask.data(), mean.data(), s0.data(),
                                   s1.data());
-        bwd_coeffs(s0, s1, a1, a2, a3, 0, p.c);
+        backward_test_coeffs(sc, 1e-6, s0, s1, a1, a2, a3, 0, p.c);
         hwy_impl->backward_dx(p, x.data(), dy.data(), mask.data(), mean.data(), a1.data(),
                               a2.data(), a3.data(), y2.get() + offset, g2.get() + offset);
-        auto sweep_coeffs = [&](int64_t c0, int64_t c1) { bwd_coeffs(t0, t1, b1, b2, b3, c0, c1); };
+        auto sweep_coeffs = [&](int64_t c0, int64_t c1) {
+          backward_test_coeffs(sc, 1e-6, t0, t1, b1, b2, b3, c0, c1);
+        };
         ASSERT_TRUE(hwy_impl->backward_sweep(p, x.data(), dy.data(), mask.data(), mean.data(),
                                              t0.data(), t1.data(), channel_callback(sweep_coeffs),
                                              b1.data(), b2.data(), b3.data(), y1.get() + offset,
