@@ -499,13 +499,24 @@ HWY_INLINE void nchw_item_sums(const BatchNormProblem& p, const T* x, const Grad
   }
 }
 
-// The BlockSums of every (channel, block), in parallel over work items fixed by the shape:
-// (group of kGroup channels, block) for NCHW, channel-major, so that consecutive items read
-// consecutive rows of the same channels (block-major order measured the same or up to 15%
-// slower); (block, range of channels) for NHWC. Then finish(c0, c1, partial) for ranges of
-// channels (stats_finisher, sums_finisher), in parallel.
 // Channels per parallel chunk of the reductions' finish step.
 constexpr int64_t kFinishGrain = 256;
+
+// Scratch of n elements for a finish step: on the stack for the usual few blocks (a finish may
+// run once per work item of 4 channels), else on the heap.
+template <typename E>
+class FinishScratch {
+ public:
+  explicit FinishScratch(int64_t n) {
+    if (n > kInline) heap_.resize(static_cast<std::size_t>(n));
+  }
+  E* data() { return heap_.empty() ? inline_ : heap_.data(); }
+
+ private:
+  static constexpr int64_t kInline = 16;
+  E inline_[kInline];
+  std::vector<E> heap_;
+};
 
 // The finish steps of the reductions, for channels [c0, c1) from their block sums
 // partial[(c − c0)·nb + b]: the statistics (mean and biased variance) or the two backward sums.
@@ -514,7 +525,7 @@ inline auto stats_finisher(const BatchNormProblem& p, double* mean, double* var)
   return [plan = make_block_plan(p.n, p.hw), hw = p.hw, mean, var](int64_t c0, int64_t c1,
                                                                    const BlockSums* partial) {
     const int64_t nb = plan.num_blocks;
-    std::vector<BlockMoments> scratch(static_cast<std::size_t>(nb));
+    FinishScratch<BlockMoments> scratch(nb);
     for (int64_t c = c0; c < c1; ++c) {
       finish_stats(plan, hw, partial + (c - c0) * nb, nb, scratch.data(), mean + c, var + c);
     }
@@ -523,13 +534,18 @@ inline auto stats_finisher(const BatchNormProblem& p, double* mean, double* var)
 inline auto sums_finisher(const BatchNormProblem& p, double* sum_dy, double* sum_dy_xmu) {
   return [nb = make_block_plan(p.n, p.hw).num_blocks, sum_dy, sum_dy_xmu](
              int64_t c0, int64_t c1, const BlockSums* partial) {
-    std::vector<double> scratch(static_cast<std::size_t>(nb));
+    FinishScratch<double> scratch(nb);
     for (int64_t c = c0; c < c1; ++c) {
       finish_sums(partial + (c - c0) * nb, nb, scratch.data(), sum_dy + c, sum_dy_xmu + c);
     }
   };
 }
 
+// The BlockSums of every (channel, block), in parallel over work items fixed by the shape:
+// (group of kGroup channels, block) for NCHW, channel-major, so that consecutive items read
+// consecutive rows of the same channels (block-major order measured the same or up to 15%
+// slower); (block, range of channels) for NHWC. Then finish(c0, c1, partial) for ranges of
+// channels (stats_finisher, sums_finisher), in parallel.
 template <bool Backward, bool Masked, typename T, typename Finish>
 void block_sums_t(const BatchNormProblem& p, const T* x, const Grad<Masked, T> grad,
                   const double* mean, Finish finish) {
