@@ -110,8 +110,9 @@ struct Grad {
 // long-row segments. With the per-element double arithmetic in the loop, the out-of-order window
 // holds too few loads in flight for the hardware prefetchers to keep up with memory. A
 // two-thread stream of 103 MB, y = (x − m)·k1 + k2 in double with 64-byte non-temporal stores:
-// 7.4–8.3 ms; 5.6–5.95 with prefetcht1 4–16 KiB ahead (1 KiB ahead, or prefetcht0: 6.2–6.7; a
-// float FMA without prefetch: 6.1–6.9). A read-only Σd, Σd² in double: 5.7–6.0 → 2.9–3.8 ms.
+// 7.4–8.3 ms; 5.6–5.95 with prefetcht1 4–16 KiB ahead (1 KiB ahead, or prefetcht0 2–4 KiB ahead:
+// 6.2–6.7; a float FMA without prefetch: 6.1–6.9). A read-only Σd, Σd² in double, in ms:
+// 5.7–6.0 → 2.9–3.8.
 constexpr std::size_t kPrefetchMinBytes = std::size_t{4} << 20;
 constexpr int64_t kAheadBytes = 4096;
 
@@ -442,18 +443,16 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
     // backward sums, medians of 4 alternating runs: 1.65 ms with one vector walking 8 slots in
     // registers, 1.17 with two vectors slot by slot, 0.92 with four; eight: the same as four).
     int64_t i = 0;
-    for (; i + 4 * kLanes <= cv; i += 4 * kLanes) {
-      nhwc_slot_walks<4, Backward>(x, grad, start, stride, c, c0 + i, w.row, w.row_end, w.q0, w.q1,
-                                   acc + i, acc2 + i, cs, shift + i, px, pg, pm);
-    }
-    for (; i + 2 * kLanes <= cv; i += 2 * kLanes) {
-      nhwc_slot_walks<2, Backward>(x, grad, start, stride, c, c0 + i, w.row, w.row_end, w.q0, w.q1,
-                                   acc + i, acc2 + i, cs, shift + i, px, pg, pm);
-    }
-    for (; i < cv; i += kLanes) {
-      nhwc_slot_walks<1, Backward>(x, grad, start, stride, c, c0 + i, w.row, w.row_end, w.q0, w.q1,
-                                   acc + i, acc2 + i, cs, shift + i, px, pg, pm);
-    }
+    auto walks = [&](auto vectors) {
+      constexpr int64_t V = decltype(vectors)::value;
+      for (; i + V * kLanes <= cv; i += V * kLanes) {
+        nhwc_slot_walks<V, Backward>(x, grad, start, stride, c, c0 + i, w.row, w.row_end, w.q0,
+                                     w.q1, acc + i, acc2 + i, cs, shift + i, px, pg, pm);
+      }
+    };
+    walks(std::integral_constant<int64_t, 4>{});
+    walks(std::integral_constant<int64_t, 2>{});
+    walks(std::integral_constant<int64_t, 1>{});
     while (px.k != px.count) px.step();  // more lines than walk steps (narrow ranges)
     while (Backward && pg.k != pg.count) pg.step();
     while (Masked && pm.k != pm.count) pm.step();
