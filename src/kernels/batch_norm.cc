@@ -145,11 +145,21 @@ void store_per_channel(Tensor& t, const std::vector<double>& v) {
   }
 }
 
-// PyTorch's InvStd: 0 where var == 0 and eps == 0 (a constant channel with eps = 0 maps to 0,
-// not NaN).
-double inv_std(double var, double eps) {
-  if (var == 0 && eps == 0) return 0;
-  return 1.0 / std::sqrt(var + eps);
+// The per-channel loops below are written so that the compiler vectorizes them (this file is
+// built with -fno-math-errno, so std::sqrt is the sqrt instruction): square roots and divisions
+// are correctly rounded in every lane, so the bits are those of the scalar loop. Scalar, the
+// divider made them the largest serial cost of a small call (1024 channels: 3–4 µs of a 30 µs
+// inference forward on 256×1024).
+
+// PyTorch's InvStd for channels [c0, c1): 1/sqrt(var + eps), but 0 where var == 0 and eps == 0
+// (a constant channel with eps = 0 maps to 0, not NaN).
+void inv_std(const double* __restrict var, double eps, int64_t c0, int64_t c1,
+             double* __restrict out) {
+  for (int64_t c = c0; c < c1; ++c) out[c] = 1.0 / std::sqrt(var[c] + eps);
+  if (eps != 0) return;
+  for (int64_t c = c0; c < c1; ++c) {
+    if (var[c] == 0) out[c] = 0;
+  }
 }
 
 void throw_if_nonfinite(const char* fn, const char* what, const std::vector<double>& a,
@@ -275,10 +285,11 @@ void forward_train_core(const char* fn, const Tensor& x, const Tensor* z, const 
   const std::vector<double> b = per_channel(bias, p.c, 0.0);
   std::vector<double> mean(p.c), var(p.c), invstd(p.c), scale(p.c);
   auto coefficients = [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      invstd[c] = inv_std(var[c], eps);
-      scale[c] = invstd[c] * w[c];
-    }
+    inv_std(var.data(), eps, c0, c1, invstd.data());
+    const double* __restrict is = invstd.data();
+    const double* __restrict wc = w.data();
+    double* __restrict sc = scale.data();
+    for (int64_t c = c0; c < c1; ++c) sc[c] = is[c] * wc[c];
   };
   // One sweep where the implementation has it, except where NaN must throw before anything is
   // written (the sweep writes the first channels before it has seen the last).
@@ -361,6 +372,15 @@ void forward_infer_core(const char* fn, const Tensor& x, const Tensor* z, const 
                     {"running_var", &running_var}});
   if (z) check_residual(fn, *z, x, y, p);
 
+  const kernels::BatchNormImpl& impl = kernels::batch_norm_select(p);
+  // Where the implementation computes the coefficients in its own threads (and no NaN check must
+  // run first), hand it the tensors.
+  if (!mask && impl.normalize_infer && g_nonfinite_policy.load() != NonFinitePolicy::kThrow) {
+    impl.normalize_infer(p, x.raw_data(), weight.defined() ? weight.raw_data() : nullptr,
+                         bias.defined() ? bias.raw_data() : nullptr, running_mean.raw_data(),
+                         running_var.raw_data(), eps, y.raw_data());
+    return;
+  }
   const std::vector<double> w = per_channel(weight, p.c, 1.0);
   const std::vector<double> b = per_channel(bias, p.c, 0.0);
   const std::vector<double> mean = per_channel(running_mean, p.c, 0.0);
@@ -370,7 +390,6 @@ void forward_infer_core(const char* fn, const Tensor& x, const Tensor* z, const 
   std::vector<double> scale(p.c);
   // Eval mode uses 1/sqrt(running_var + eps) as PyTorch does (no InvStd zero rule).
   for (int64_t c = 0; c < p.c; ++c) scale[c] = w[c] / std::sqrt(var[c] + eps);
-  const kernels::BatchNormImpl& impl = kernels::batch_norm_select(p);
   write_output(impl, p, x, z, mask, mean.data(), scale.data(), b.data(), y);
 }
 }  // namespace
@@ -492,12 +511,18 @@ void backward_core(const char* fn, const Tensor& dy, const Tensor& x, const Tens
   std::vector<double> k_dy(p.c), k_xmu(p.c, 0.0), k_const(p.c, 0.0);
   auto coefficients = [&](int64_t c0, int64_t c1) {
     const double n = static_cast<double>(p.n * p.hw);
+    const double* __restrict is = invstd.data();
+    const double* __restrict wc = w.data();
+    const double* __restrict s1 = sum_dy.data();
+    const double* __restrict s2 = sum_dy_xmu.data();
+    double* __restrict k1 = k_dy.data();
+    double* __restrict k2 = k_xmu.data();
+    double* __restrict k3 = k_const.data();
+    for (int64_t c = c0; c < c1; ++c) k1[c] = is[c] * wc[c];
+    if (!train) return;
     for (int64_t c = c0; c < c1; ++c) {
-      k_dy[c] = invstd[c] * w[c];
-      if (train) {
-        k_xmu[c] = -sum_dy_xmu[c] * invstd[c] * invstd[c] / n * k_dy[c];
-        k_const[c] = -sum_dy[c] / n * k_dy[c];
-      }
+      k2[c] = -s2[c] * is[c] * is[c] / n * k1[c];
+      k3[c] = -s1[c] / n * k1[c];
     }
   };
   void* dz_data = dz.defined() ? dz.raw_data() : nullptr;

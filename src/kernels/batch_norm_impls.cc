@@ -20,11 +20,11 @@ std::string supports_always(const BatchNormProblem&) { return ""; }
 constexpr BatchNormImpl kImpls[] = {
     {"cpu:hwy", supports_always, cpu_hwy::stats, cpu_hwy::normalize, cpu_hwy::backward_reduce,
      cpu_hwy::backward_dx, cpu_hwy::normalize_add_relu, cpu_hwy::forward_train_sweep,
-     cpu_hwy::backward_sweep},
+     cpu_hwy::backward_sweep, cpu_hwy::normalize_infer},
     {"cpu:blocked", supports_always, cpu_blocked::stats, cpu_blocked::normalize,
-     cpu_blocked::backward_reduce, cpu_blocked::backward_dx, nullptr, nullptr, nullptr},
+     cpu_blocked::backward_reduce, cpu_blocked::backward_dx, nullptr, nullptr, nullptr, nullptr},
     {"ref", supports_always, reference::stats, reference::normalize, reference::backward_reduce,
-     reference::backward_dx, reference::normalize_add_relu, nullptr, nullptr},
+     reference::backward_dx, reference::normalize_add_relu, nullptr, nullptr, nullptr},
 };
 
 bool verbose() {

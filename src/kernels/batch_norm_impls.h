@@ -96,6 +96,16 @@ using BackwardSweepFn = bool (*)(const BatchNormProblem& p, const void* x, const
                                  double* sum_dy_xmu, ChannelCallback coeffs, const double* k_dy,
                                  const double* k_xmu, const double* k_const, void* dx, void* g_out);
 
+/// The inference forward from the per-channel tensors themselves (x's dtype; weight and bias
+/// may be null, meaning 1 and 0): y = (x − running_mean[c])·scale[c] + bias[c] with
+/// scale[c] = weight[c] / sqrt(running_var[c] + eps) in double. Bit for bit normalize() with
+/// those coefficients, but each thread computes the coefficients it reads: on a small problem,
+/// C coefficients written by one core and read by another cost more than the arithmetic
+/// (256×1024: 31 → 24 µs). y may equal x.
+using NormalizeInferFn = void (*)(const BatchNormProblem& p, const void* x, const void* weight,
+                                  const void* bias, const void* running_mean,
+                                  const void* running_var, double eps, void* y);
+
 struct BatchNormImpl {
   const char* name;  ///< "<backend>:<variant>", stable, selectable with BNORM_IMPL
   /// Returns "" when the implementation handles `p`, else why it declines.
@@ -109,6 +119,9 @@ struct BatchNormImpl {
   /// Null when the implementation has no single-sweep kernels (the op layer runs two passes).
   ForwardTrainSweepFn forward_train_sweep;
   BackwardSweepFn backward_sweep;
+  /// Null when the implementation has none (the op layer then computes the coefficients and
+  /// calls normalize).
+  NormalizeInferFn normalize_infer;
 };
 
 /// All implementations, fastest first, reference ("ref") last.
@@ -150,6 +163,8 @@ bool backward_sweep(const BatchNormProblem& p, const void* x, const void* dy, co
                     const double* mean, double* sum_dy, double* sum_dy_xmu, ChannelCallback coeffs,
                     const double* k_dy, const double* k_xmu, const double* k_const, void* dx,
                     void* g_out);
+void normalize_infer(const BatchNormProblem& p, const void* x, const void* weight, const void* bias,
+                     const void* running_mean, const void* running_var, double eps, void* y);
 /// The instruction set HWY_DYNAMIC_DISPATCH picked on this machine ("AVX3", "AVX2", …).
 const char* target_name();
 }  // namespace cpu_hwy

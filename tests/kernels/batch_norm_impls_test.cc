@@ -177,6 +177,33 @@ void check_impl(const BatchNormImpl& impl, const BatchNormProblem& p, uint64_t s
   }
 }
 
+// Per-channel inference inputs in x's dtype (running_var > 0), and the coefficients the op layer
+// derives from them for normalize: mean, scale = weight / sqrt(running_var + eps), shift = bias
+// (weight 1 and bias 0 when `affine` is false).
+template <typename T>
+struct InferInputs {
+  std::vector<T> w, b, rm, rv;
+  std::vector<double> mean, scale, shift;
+  double eps = 1e-5;
+  InferInputs(std::size_t c, uint64_t seed, bool affine) {
+    auto cast = [](const std::vector<double>& v) { return std::vector<T>(v.begin(), v.end()); };
+    w = cast(test::randn(c, seed, 1.0, 0.5));
+    b = cast(test::randn(c, seed + 1));
+    rm = cast(test::randn(c, seed + 2, 0.5, 2.0));
+    rv = cast(test::randn(c, seed + 3));
+    for (T& v : rv) v = v * v + T(0.01);
+    for (std::size_t i = 0; i < c; ++i) {
+      mean.push_back(static_cast<double>(rm[i]));
+      scale.push_back((affine ? static_cast<double>(w[i]) : 1.0) /
+                      std::sqrt(static_cast<double>(rv[i]) + eps));
+      shift.push_back(affine ? static_cast<double>(b[i]) : 0.0);
+    }
+    if (!affine) w.clear(), b.clear();
+  }
+  const T* weight() const { return w.empty() ? nullptr : w.data(); }
+  const T* bias() const { return b.empty() ? nullptr : b.data(); }
+};
+
 // Every optimized implementation follows Note [Canonical reduction order] with the same
 // per-element operations, so it must give the same bits as "cpu:blocked", the portable one.
 template <typename T>
@@ -198,6 +225,13 @@ void check_bit_identical(const BatchNormImpl& impl, const BatchNormImpl& base,
   impl.normalize(p, x.data(), m2.data(), sc.data(), sh.data(), y1.data());
   base.normalize(p, x.data(), m2.data(), sc.data(), sh.data(), y2.data());
   EXPECT_EQ(y1, y2);
+  if (impl.normalize_infer) {
+    const InferInputs<T> in(C, seed + 6, /*affine=*/true);
+    impl.normalize_infer(p, x.data(), in.weight(), in.bias(), in.rm.data(), in.rv.data(), in.eps,
+                         y1.data());
+    base.normalize(p, x.data(), in.mean.data(), in.scale.data(), in.shift.data(), y2.data());
+    EXPECT_EQ(y1, y2) << "normalize_infer";
+  }
   std::vector<double> a0(C), a1(C), b0(C), b1(C);
   impl.backward_reduce(p, x.data(), dy.data(), nullptr, m2.data(), a0.data(), a1.data());
   base.backward_reduce(p, x.data(), dy.data(), nullptr, m2.data(), b0.data(), b1.data());
@@ -431,6 +465,12 @@ TEST(BatchNormImpls, StreamedOutputsAreBitIdenticalToBlocked) {
         hwy_impl->normalize(p, x.data(), m.data(), k1.data(), k2.data(), y1.get() + offset);
         base->normalize(p, x.data(), m.data(), k1.data(), k2.data(), y2.get() + offset);
         EXPECT_TRUE(same(y1.get() + offset, y2.get() + offset)) << "normalize";
+        const InferInputs<float> in(C, seed, /*affine=*/true);
+        hwy_impl->normalize_infer(p, x.data(), in.weight(), in.bias(), in.rm.data(), in.rv.data(),
+                                  in.eps, y1.get() + offset);
+        base->normalize(p, x.data(), in.mean.data(), in.scale.data(), in.shift.data(),
+                        y2.get() + offset);
+        EXPECT_TRUE(same(y1.get() + offset, y2.get() + offset)) << "normalize_infer";
         hwy_impl->backward_dx(p, x.data(), dy.data(), mask.data(), m.data(), k1.data(), k2.data(),
                               k3.data(), y1.get() + offset, g1.get() + offset);
         base->backward_dx(p, x.data(), dy.data(), mask.data(), m.data(), k1.data(), k2.data(),
@@ -485,6 +525,53 @@ TEST(BatchNormImpls, StreamedOutputsAreBitIdenticalToBlocked) {
       }
     }
   }
+}
+
+// normalize_infer computes its coefficients in each thread; for 1–3 threads, with and without
+// weight and bias, in place and not, its output must be the reference normalize's with the op
+// layer's coefficients, and a second call with other statistics must not reuse the first call's
+// coefficients.
+template <typename T>
+void check_normalize_infer(const BatchNormImpl& impl, const BatchNormProblem& p, uint64_t seed) {
+  const std::size_t count = static_cast<std::size_t>(p.n * p.c * p.hw),
+                    C = static_cast<std::size_t>(p.c);
+  const std::vector<T> x = to_layout<T>(p, test::randn(count, seed, -2.0, 3.0));
+  for (int threads : {1, 2, 3}) {
+    set_num_threads(threads);
+    for (bool affine : {true, false}) {
+      for (bool in_place : {false, true}) {
+        SCOPED_TRACE(std::string(impl.name) + " " + problem_str(p) + " threads " +
+                     std::to_string(threads) + (affine ? " affine" : " no affine") +
+                     (in_place ? " in place" : ""));
+        for (uint64_t call = 0; call < 2; ++call) {
+          const InferInputs<T> in(C, seed + 10 * call + (affine ? 1 : 2), affine);
+          std::vector<T> y = in_place ? x : std::vector<T>(count), ry(count);
+          impl.normalize_infer(p, in_place ? y.data() : x.data(), in.weight(), in.bias(),
+                               in.rm.data(), in.rv.data(), in.eps, y.data());
+          reference::normalize(p, x.data(), in.mean.data(), in.scale.data(), in.shift.data(),
+                               ry.data());
+          EXPECT_EQ(y, ry) << "call " << call;
+        }
+      }
+    }
+  }
+  set_num_threads(2);
+}
+
+TEST(BatchNormImpls, InferenceFromRunningStatisticsIsBitIdenticalToNormalize) {
+  int tested = 0;
+  uint64_t seed = 6000;
+  for (const BatchNormImpl& impl : batch_norm_impls()) {
+    if (!impl.normalize_infer) continue;
+    for (const Case& k : kCases) {
+      for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
+        check_normalize_infer<float>(impl, {k.n, k.c, k.hw, layout, DType::kFloat32}, ++seed);
+        check_normalize_infer<double>(impl, {k.n, k.c, k.hw, layout, DType::kFloat64}, ++seed);
+      }
+    }
+    ++tested;
+  }
+  EXPECT_GE(tested, 1);
 }
 
 TEST(BatchNormImpls, SingleSweepsAreBitIdenticalToTwoPasses) {

@@ -12,6 +12,8 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 // foreach_target must come first.
 #include <algorithm>
+#include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -772,10 +774,20 @@ HWY_INLINE void elementwise_rows(const T* HWY_RESTRICT x, const Grad<Masked, T> 
   }
 }
 
-template <bool Dx, bool Stream, bool Masked, typename T>
+// The per-channel arrays an elementwise pass reads (k3: dx only), all indexed by channel.
+struct Coefficients {
+  const double* m;
+  const double* k1;
+  const double* k2;
+  const double* k3;
+};
+
+// The elementwise pass; coefficients() gives the arrays, called by each thread at the start of
+// each of its NHWC chunks or NCHW planes (arrays the caller wrote, or ones the thread computes
+// for itself: see normalize_infer_t).
+template <bool Dx, bool Stream, bool Masked, typename T, typename CoefficientSource>
 void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked, T> grad,
-                        const double* m, const double* k1, const double* k2, const double* k3,
-                        T* out, T* g_out) {
+                        CoefficientSource coefficients, T* out, T* g_out) {
   if (p.layout == Layout::kNHWC) {
     // Rows in groups that share each coefficient load: 4 when the output goes through the cache
     // (32×2048×7×7 normalize 0.94 → 0.56 ms, dx 1.60 → 1.18 ms against 1), and when it streams,
@@ -793,6 +805,7 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
       // NHWC dx 1.27–1.31 → 1.37–1.41; medians of 30 calls, 3 alternating runs).
       const int64_t ahead = kRows == 1 ? prefetch_distance<T>(p, c) : 0;
       parallel_for(0, p.n * p.hw, grain, [=](int64_t i0, int64_t i1) {
+        const auto [m, k1, k2, k3] = coefficients();
         int64_t rw = i0;
         for (; rw + kRows <= i1; rw += kRows) {
           const int64_t o = rw * c;
@@ -819,6 +832,7 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
   // NCHW planes follow each other in memory: the prefetch runs ahead across plane boundaries.
   const int64_t ahead = prefetch_distance<T>(p, 1);
   for_each_run<Stream>(p, [=](auto per_lane, int64_t base, int64_t ch, int64_t len) {
+    const auto [m, k1, k2, k3] = coefficients();
     elementwise_run<Dx, decltype(per_lane)::value, Stream>(
         x + base, grad, base, m + ch, k1 + ch, k2 + ch, Dx ? k3 + ch : nullptr, out + base,
         g_out ? g_out + base : nullptr, len, ahead);
@@ -857,11 +871,76 @@ template <bool Dx, bool Masked, typename T>
 void elementwise_t(const BatchNormProblem& p, const T* x, const Grad<Masked, T> grad,
                    const double* m, const double* k1, const double* k2, const double* k3, T* out,
                    T* g_out) {
+  const auto given = [=] { return Coefficients{m, k1, k2, k3}; };
   if (stream_outputs(p, out, out == x || (Dx && out == grad.dy), static_cast<const T*>(g_out),
                      g_out == grad.dy)) {
-    elementwise_layout<Dx, true>(p, x, grad, m, k1, k2, k3, out, g_out);
+    elementwise_layout<Dx, true>(p, x, grad, given, out, g_out);
   } else {
-    elementwise_layout<Dx, false>(p, x, grad, m, k1, k2, k3, out, g_out);
+    elementwise_layout<Dx, false>(p, x, grad, given, out, g_out);
+  }
+}
+
+// ---- inference from the running statistics, coefficients per thread ------------------------
+
+// Distinguishes normalize_infer calls, so that a thread knows whether its coefficients are
+// those of the current call.
+std::atomic<uint64_t> g_infer_calls{0};
+
+// A thread's coefficients (mean, scale, shift; 3·C doubles) for inference call `call`; the
+// buffer is kept between calls (it grows to the largest C seen).
+struct ThreadInferCoefficients {
+  uint64_t call = 0;
+  std::size_t capacity = 0;
+  hwy::AlignedFreeUniquePtr<double[]> buf;
+};
+
+// mean = running_mean, scale = weight / sqrt(running_var + eps), shift = bias for every
+// channel, in double lanes: the square root and the division are correctly rounded in every
+// lane, so these are the op layer's scalar values bit for bit.
+template <typename T>
+void infer_coefficients(int64_t c, const T* w, const T* b, const T* rm, const T* rv, double eps,
+                        double* HWY_RESTRICT m, double* HWY_RESTRICT k1, double* HWY_RESTRICT k2) {
+  const DD dd;
+  const VD one = hn::Set(dd, 1.0), zero = hn::Zero(dd), ve = hn::Set(dd, eps);
+  int64_t i = 0;
+  for (; i + kLanes <= c; i += kLanes) {
+    const VD wv = w ? load_d(dd, w + i) : one;
+    hn::StoreU(load_d(dd, rm + i), dd, m + i);
+    hn::StoreU(hn::Div(wv, hn::Sqrt(hn::Add(load_d(dd, rv + i), ve))), dd, k1 + i);
+    hn::StoreU(b ? load_d(dd, b + i) : zero, dd, k2 + i);
+  }
+  for (; i < c; ++i) {
+    m[i] = static_cast<double>(rm[i]);
+    k1[i] = (w ? static_cast<double>(w[i]) : 1.0) / std::sqrt(static_cast<double>(rv[i]) + eps);
+    k2[i] = b ? static_cast<double>(b[i]) : 0.0;
+  }
+}
+
+template <typename T>
+void normalize_infer_t(const BatchNormProblem& p, const T* x, const T* w, const T* b, const T* rm,
+                       const T* rv, double eps, T* y) {
+  const uint64_t call = g_infer_calls.fetch_add(1, std::memory_order_relaxed) + 1;
+  const int64_t c = p.c;
+  const auto local = [=] {
+    thread_local ThreadInferCoefficients tc;
+    if (tc.call != call) {
+      const std::size_t need = 3 * static_cast<std::size_t>(c);
+      if (tc.capacity < need) {
+        tc.buf = hwy::AllocateAligned<double>(need);
+        tc.capacity = need;
+      }
+      double* k = tc.buf.get();
+      infer_coefficients(c, w, b, rm, rv, eps, k, k + c, k + 2 * c);
+      tc.call = call;
+    }
+    const double* k = tc.buf.get();
+    return Coefficients{k, k + c, k + 2 * c, nullptr};
+  };
+  const Grad<false, T> none{nullptr, nullptr};
+  if (stream_output(p, y, y == x)) {
+    elementwise_layout</*Dx=*/false, true>(p, x, none, local, y, static_cast<T*>(nullptr));
+  } else {
+    elementwise_layout</*Dx=*/false, false>(p, x, none, local, y, static_cast<T*>(nullptr));
   }
 }
 
@@ -1083,6 +1162,16 @@ void Normalize(const BatchNormProblem& p, const void* x, const double* mean, con
   });
 }
 
+void NormalizeInfer(const BatchNormProblem& p, const void* x, const void* weight, const void* bias,
+                    const void* running_mean, const void* running_var, double eps, void* y) {
+  dispatch_dtype(p.dtype, [&](auto t) {
+    using T = decltype(t);
+    normalize_infer_t(p, static_cast<const T*>(x), static_cast<const T*>(weight),
+                      static_cast<const T*>(bias), static_cast<const T*>(running_mean),
+                      static_cast<const T*>(running_var), eps, static_cast<T*>(y));
+  });
+}
+
 void BackwardReduce(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
                     const double* mean, double* sum_dy, double* sum_dy_xmu) {
   dispatch_dtype(p.dtype, [&](auto t) {
@@ -1177,6 +1266,7 @@ HWY_EXPORT(TargetName);
 HWY_EXPORT(NormalizeAddRelu);
 HWY_EXPORT(ForwardTrainSweep);
 HWY_EXPORT(BackwardSweep);
+HWY_EXPORT(NormalizeInfer);
 
 void normalize_add_relu(const BatchNormProblem& p, const void* x, const void* z, const double* mean,
                         const double* scale, const double* shift, void* y, uint8_t* mask) {
@@ -1210,6 +1300,10 @@ bool backward_sweep(const BatchNormProblem& p, const void* x, const void* dy, co
                     void* g_out) {
   return HWY_DYNAMIC_DISPATCH(BackwardSweep)(p, x, dy, mask, mean, sum_dy, sum_dy_xmu, coeffs, k_dy,
                                              k_xmu, k_const, dx, g_out);
+}
+void normalize_infer(const BatchNormProblem& p, const void* x, const void* weight, const void* bias,
+                     const void* running_mean, const void* running_var, double eps, void* y) {
+  HWY_DYNAMIC_DISPATCH(NormalizeInfer)(p, x, weight, bias, running_mean, running_var, eps, y);
 }
 const char* target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
 
