@@ -619,7 +619,9 @@ void block_sums_t(const BatchNormProblem& p, const T* x, const Grad<Masked, T> g
                   const double* mean, Finish finish) {
   const BlockPlan plan = make_block_plan(p.n, p.hw);
   const int64_t nb = plan.num_blocks;
-  std::vector<BlockSums> partial(static_cast<std::size_t>(p.c * nb));
+  // With one block per channel each item finishes its channels from its own sums (below), so
+  // the (channel, block) table is only needed for several blocks.
+  std::vector<BlockSums> partial(static_cast<std::size_t>(nb > 1 ? p.c * nb : 0));
   if (p.layout == Layout::kNCHW) {
     const int64_t groups = (p.c + kGroup - 1) / kGroup;
     const int64_t grain =
@@ -630,8 +632,11 @@ void block_sums_t(const BatchNormProblem& p, const T* x, const Grad<Masked, T> g
         const int64_t c0 = item / nb * kGroup, b = item % nb;
         const int64_t cn = std::min(kGroup, p.c - c0);
         nchw_item_sums<Backward>(p, x, grad, mean, c0, cn, plan.range(b, p.hw), out);
+        if (nb == 1) {
+          finish(c0, c0 + cn, out);
+          continue;
+        }
         for (int64_t j = 0; j < cn; ++j) partial[(c0 + j) * nb + b] = out[j];
-        if (nb == 1) finish(c0, c0 + cn, partial.data() + c0);
       }
     });
   } else {
@@ -656,8 +661,11 @@ void block_sums_t(const BatchNormProblem& p, const T* x, const Grad<Masked, T> g
         BlockSums* out = scratch.out.data();
         nhwc_block_sums<Backward>(p, x, grad, mean, c0, cw, plan.range(b, p.hw), scratch.acc.get(),
                                   scratch.shift.get(), out);
+        if (nb == 1) {
+          finish(c0, c0 + cw, out);
+          continue;
+        }
         for (int64_t i = 0; i < cw; ++i) partial[(c0 + i) * nb + b] = out[i];
-        if (nb == 1) finish(c0, c0 + cw, partial.data() + c0);
       }
     });
   }
