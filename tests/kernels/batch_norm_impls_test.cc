@@ -48,7 +48,12 @@ const Case kCases[] = {{2, 1, 1},
                        {20000, 72, 1},
                        // NHWC walks of 4, 2 and 1 channel vectors (88 = 8 + 2 + 1 float
                        // vectors of 8).
-                       {3, 88, 4100}};
+                       {3, 88, 4100},
+                       // NHWC rows of over 8 KiB: shorter walk units (walk_positions), short
+                       // rows grouped by fewer positions and long rows cut into shorter pieces;
+                       // 2060 = 257 float vectors + 4 scalar channels.
+                       {3, 2060, 12},
+                       {1, 2060, 100}};
 
 // The registry entry named `name`, or null.
 const BatchNormImpl* find_impl(const std::string& name) {

@@ -289,11 +289,25 @@ inline bool nhwc_small(const BatchNormProblem& p, std::size_t elem_size) {
 // the slot-by-slot walks, 64 against 128 (medians of 2 × 20 calls): statistics 32×64×112×112
 // 3.20 → 2.72 ms, 32×512×28×28 1.48 → 1.32 ms; backward sums 32×512×28×28 3.97 → 3.53 ms,
 // 4096×1024 1.11 → 0.92 ms, 32×2048×7×7 0.91 → 0.82 ms; 256: 5–25% slower than 128; 32: mixed
-// (statistics up to 15% slower than 64). Likely why (not measured): a unit and the next one,
-// prefetched, share L2 sets when C·sizeof(T) is a large power of two; smaller units leave room
-// for both.
+// (statistics up to 15% slower than 64).
 constexpr int64_t kWalk = 64;
 static_assert(kWalk % kSlots == 0, "walks must start at slot 0");
+
+// Positions per walk unit for rows of `row_bytes` (C·sizeof(T)) and `tensors` inputs (x, and
+// dy for the backward): kWalk, fewer where rows are 8 KiB or more apart. A unit and the next
+// one, prefetched, must share the L2 with each other: with rows R bytes apart (R a power of two
+// of 8 KiB or more), the same column of every row maps to only 2^17/R groups of sets of a 2 MiB
+// 16-way L2 (2048 sets of 64 B), which hold 16·2^17/R = 2^21/R rows of the column; P ≤
+// 2^19/(R·tensors), a multiple of 8, keeps the 2 units' 2·P·tensors rows at half of that. Measured
+// (driver, medians of 50–100 calls, 3 alternating runs): 32×2048×7×7 backward sums 0.79–0.83 →
+// 0.66–0.71 ms with 1-row units (49 positions) instead of 2 (98); 8×2048×14×14 backward sums
+// 0.81–0.94 → 0.73–0.80 with 32-position pieces; 32×2048×7×7 statistics (one tensor: 2 rows still
+// fit, and are kept) 0.42–0.46 ms with 2-row units, 0.41–0.48 with 1-row units. Rows of 4 KiB or
+// less, every other shape of the benchmark, keep kWalk.
+inline int64_t walk_positions(int64_t row_bytes, int64_t tensors) {
+  const int64_t p = (int64_t{1} << 19) / std::max<int64_t>(1, row_bytes * tensors);
+  return std::clamp<int64_t>(p / kSlots * kSlots, kSlots, kWalk);
+}
 
 // Channels rounded up to whole 64-byte vectors of double: the row stride of NHWC accumulators.
 inline int64_t padded_channels(int64_t cw) { return (cw + 7) / 8 * 8; }
@@ -391,20 +405,21 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   const int64_t cs = padded_channels(cw);  // accumulator row stride, whole aligned vectors
   double* HWY_RESTRICT acc2 = acc + kSlots * cs;
   std::fill(acc, acc + 2 * kSlots * cs, 0.0);
-  // Walk units: whole short rows, at least kWalk positions together (32×2048×7×7 statistics:
-  // 0.84 → 0.73 ms against at most kWalk, i.e. one 49-position row per unit), or
-  // kWalk-position pieces of a long row.
+  // Walk units: whole short rows (at most kWalk positions), at least `walk` positions together
+  // (32×2048×7×7 statistics: 0.84 → 0.73 ms against one 49-position row per unit), or
+  // walk-position pieces of a long row.
+  const int64_t walk = walk_positions(c * static_cast<int64_t>(sizeof(T)), Backward ? 2 : 1);
   const bool short_rows = len <= kWalk;
-  const int64_t rows_per_unit = short_rows ? (kWalk + len - 1) / len : 1;
-  const int64_t pieces = short_rows ? 1 : (len + kWalk - 1) / kWalk;
+  const int64_t rows_per_unit = short_rows ? (walk + len - 1) / len : 1;
+  const int64_t pieces = short_rows ? 1 : (len + walk - 1) / walk;
   const int64_t units = short_rows ? (rows + rows_per_unit - 1) / rows_per_unit : rows * pieces;
   struct Unit {
     int64_t row, row_end, q0, q1;
   };
   auto unit = [&](int64_t u) -> Unit {
     if (short_rows) return {u * rows_per_unit, std::min(rows, (u + 1) * rows_per_unit), 0, len};
-    const int64_t q0 = u % pieces * kWalk;
-    return {u / pieces, u / pieces + 1, q0, std::min(len, q0 + kWalk)};
+    const int64_t q0 = u % pieces * walk;
+    return {u / pieces, u / pieces + 1, q0, std::min(len, q0 + walk)};
   };
   // A walk reads one cache line per position, C·sizeof(T) bytes apart, a pattern the hardware
   // prefetchers follow poorly from DRAM (a 16 KiB region read column by column: 11 GB/s on two
