@@ -474,7 +474,9 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
     while (Backward && pg.k != pg.count) pg.step();
     while (Masked && pm.k != pm.count) pm.step();
   }
-  // Each channel's slot tree (sum_slots), kLanes channels at a time: the same additions.
+  // Each channel's slot tree, kLanes channels at a time: sum_slots's additions lane by lane
+  // (sum_slots itself cannot take the vectors: reduction_order.h is compiled without the SIMD
+  // target's attributes, so Highway's operators would not inline there).
   const DD dd;
   auto tree = [&](const double* HWY_RESTRICT a, int64_t i) {
     VD t[kSlots];
@@ -543,13 +545,11 @@ class FinishScratch {
   std::vector<E> heap_;
 };
 
-// The finish steps of the reductions, for channels [c0, c1) from their block sums
-// partial[(c − c0)·nb + b]: the statistics (mean and biased variance) or the two backward sums.
-// Each call has its own scratch, so ranges may finish in parallel.
 // finish_stats of channels [c0, c1) with one block each (N·HW ≤ kBlockElems), kLanes channels
 // at a time: the merge of one block is the block itself, so mean = K + Σd/L and var = m2/L with
 // block_moments' m2, in the same operations (correctly rounded Div, no fused multiply-add): the
-// same bits. With scalar divisions the finish took ~13% of a 256×1024 statistics call.
+// same bits. Scalar, the finish (with the copies of the sums around it) took ~13% of the
+// samples of a 256×1024 statistics call (perf, cpu-clock).
 HWY_INLINE void finish_stats_one_block(const BlockSums* HWY_RESTRICT sums, int64_t c0, int64_t c1,
                                        double count, double* HWY_RESTRICT mean,
                                        double* HWY_RESTRICT var) {
@@ -579,6 +579,9 @@ HWY_INLINE void finish_stats_one_block(const BlockSums* HWY_RESTRICT sums, int64
   }
 }
 
+// The finish steps of the reductions, for channels [c0, c1) from their block sums
+// partial[(c − c0)·nb + b]: the statistics (mean and biased variance) or the two backward sums.
+// Each call has its own scratch, so ranges may finish in parallel.
 inline auto stats_finisher(const BatchNormProblem& p, double* mean, double* var) {
   return [plan = make_block_plan(p.n, p.hw), hw = p.hw, mean, var](int64_t c0, int64_t c1,
                                                                    const BlockSums* partial) {
