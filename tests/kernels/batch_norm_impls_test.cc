@@ -434,8 +434,9 @@ int check_sweeps(const BatchNormImpl& impl, const BatchNormProblem& p, uint64_t 
 }
 
 // Outputs of at least 16 MiB go out with non-temporal stores and the inputs are prefetched ahead
-// (cpu:hwy's stream_output, prefetch_distance): NCHW planes of whole cache lines (4112 floats;
-// planes of 130 do not stream: partial lines), NHWC rows of 64 and 256
+// (cpu:hwy's stream_output, prefetch_distance): NCHW planes of whole cache lines (4112 floats),
+// and planes that are not (130, and 13: consecutive planes stream as one run, a vector spanning
+// two planes at every lane offset), NHWC rows of 64 and 256
 // channels (one row per group of stores) and 1024 (two rows), written at a 64-byte boundary and one
 // element past it (NCHW streams after a scalar prologue; NHWC rows are then not vector-aligned and
 // go through the cache). The smaller cases above never stream. The fused epilogue is compared with
@@ -445,7 +446,8 @@ TEST(BatchNormImpls, StreamedOutputsAreBitIdenticalToBlocked) {
   const BatchNormImpl* base = find_impl("cpu:blocked");
   ASSERT_NE(hwy_impl, nullptr);
   ASSERT_NE(base, nullptr);
-  const Case cases[] = {{16, 64, 4112}, {32, 1024, 130}, {16400, 256, 1}, {4100, 1024, 1}};
+  const Case cases[] = {
+      {16, 64, 4112}, {32, 1024, 130}, {1700, 200, 13}, {16400, 256, 1}, {4100, 1024, 1}};
   uint64_t seed = 7000;
   for (const Case& k : cases) {
     for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {

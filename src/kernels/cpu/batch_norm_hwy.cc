@@ -872,6 +872,73 @@ struct Coefficients {
   const double* k3;
 };
 
+// Consecutive NCHW planes [q0, q1) of HW ≥ kLanes elements each (channel q mod C), as one run of
+// memory: every vector is aligned from the first aligned element on, and a vector that spans
+// the end of one plane and the start of the next takes its coefficients lane by lane from the
+// two (HW ≥ kLanes: at most two). The same per-element operations as elementwise_run. Why:
+// planes whose bytes are not a multiple of 64 (14×14, 7×7: 784 and 196 B) left a partly written
+// line at every plane boundary, so they could not stream (a partial non-temporal line is a read-
+// modify-write in memory), and each plane ended with scalar elements. x, grad, out and g_out are
+// the tensors' starts (memory indices).
+template <bool Dx, bool Stream, bool Masked, typename T>
+HWY_INLINE void elementwise_planes(const T* HWY_RESTRICT x, const Grad<Masked, T> grad,
+                                   const Coefficients& k, T* HWY_RESTRICT out,
+                                   T* HWY_RESTRICT g_out, int64_t q0, int64_t q1, int64_t hw,
+                                   int64_t c, int64_t ahead) {
+  const DD dd;
+  int64_t e = q0 * hw;
+  const int64_t end = q1 * hw;
+  int64_t ch = q0 % c, q_end = e + hw;  // the channel of element e's plane, the plane's end
+  auto next_plane = [&] {
+    ch = ch + 1 == c ? 0 : ch + 1;
+    q_end += hw;
+  };
+  auto scalar = [&](int64_t i) {
+    const double gv = Dx ? grad.at(i) : 0.0;
+    out[i] = elementwise_scalar<Dx, T>(static_cast<double>(x[i]), gv, k.m[ch], k.k1[ch], k.k2[ch],
+                                       Dx ? k.k3[ch] : 0.0);
+    if (Dx && g_out) g_out[i] = static_cast<T>(gv);
+  };
+  auto vector = [&](int64_t i, VD vm, VD v1, VD v2, VD v3) {
+    const VD gv = Dx ? grad.load(dd, i) : vm;
+    store_out<Stream>(dd, elementwise_value<Dx>(load_d(dd, x + i), gv, vm, v1, v2, v3), out + i);
+    if (Dx && g_out) store_out<Stream>(dd, gv, g_out + i);
+  };
+  const uintptr_t align = sizeof(T) * static_cast<uintptr_t>(kLanes);
+  for (; e < end && reinterpret_cast<uintptr_t>(out + e) % align != 0; ++e) {
+    if (e == q_end) next_plane();
+    scalar(e);
+  }
+  if (e == q_end) next_plane();
+  while (e + kLanes <= end) {
+    const VD bm = hn::Set(dd, k.m[ch]), b1 = hn::Set(dd, k.k1[ch]), b2 = hn::Set(dd, k.k2[ch]);
+    const VD b3 = Dx ? hn::Set(dd, k.k3[ch]) : bm;
+    for (; e + kLanes <= q_end; e += kLanes) {
+      prefetch_ahead(x + e, ahead, kLanes);
+      if (Dx) prefetch_ahead(grad.dy + e, ahead, kLanes);
+      vector(e, bm, b1, b2, b3);
+    }
+    if (e < q_end && e + kLanes <= end) {
+      // Lanes below q_end − e belong to this plane, the others to the next one.
+      const auto first = hn::FirstN(dd, static_cast<std::size_t>(q_end - e));
+      const int64_t cn = ch + 1 == c ? 0 : ch + 1;
+      const VD vm = hn::IfThenElse(first, bm, hn::Set(dd, k.m[cn]));
+      const VD v1 = hn::IfThenElse(first, b1, hn::Set(dd, k.k1[cn]));
+      const VD v2 = hn::IfThenElse(first, b2, hn::Set(dd, k.k2[cn]));
+      const VD v3 = Dx ? hn::IfThenElse(first, b3, hn::Set(dd, k.k3[cn])) : vm;
+      prefetch_ahead(x + e, ahead, kLanes);
+      if (Dx) prefetch_ahead(grad.dy + e, ahead, kLanes);
+      vector(e, vm, v1, v2, v3);
+      e += kLanes;
+    }
+    if (e >= q_end) next_plane();
+  }
+  for (; e < end; ++e) {
+    if (e == q_end) next_plane();
+    scalar(e);
+  }
+}
+
 // The elementwise pass; coefficients() gives the arrays, called by each thread at the start of
 // each of its NHWC chunks or NCHW planes (arrays the caller wrote, or ones the thread computes
 // for itself: see normalize_infer_t).
@@ -921,6 +988,15 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
   }
   // NCHW planes follow each other in memory: the prefetch runs ahead across plane boundaries.
   const int64_t ahead = prefetch_distance<T>(p, 1);
+  if (p.hw >= kLanes) {
+    const int64_t hw = p.hw, c = p.c;
+    const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / hw);
+    parallel_for(0, p.n * c, grain, [=](int64_t q0, int64_t q1) {
+      elementwise_planes<Dx, Stream>(x, grad, coefficients(), out, g_out, q0, q1, hw, c, ahead);
+      if (Stream) hwy::FlushStream();
+    });
+    return;
+  }
   for_each_run<Stream>(p, [=](auto per_lane, int64_t base, int64_t ch, int64_t len) {
     const auto [m, k1, k2, k3] = coefficients();
     elementwise_run<Dx, decltype(per_lane)::value, Stream>(
@@ -931,29 +1007,32 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
 
 // Whether an elementwise pass writes `out` with non-temporal stores: outputs of at least
 // kStreamBytes, not in place (then the lines are in cache anyway after the read), and aligned so
-// that no partial line is streamed. NCHW planes stream only when they are whole cache lines: a
-// plane boundary inside a line leaves a partly written line in the write-combining buffer, and
-// a partial non-temporal line costs a read-modify-write in memory (32×1024×14×14, planes of
-// 784 B: normalize 2.19 ms streamed, 1.23 ms through the cache; dx 2.58 → 1.93 ms). NHWC rows
-// stream when every row starts vector-aligned.
+// that no partial line is streamed. NCHW planes of at least a vector go through
+// elementwise_planes (`flat_planes`), which streams consecutive planes as one run; passes that
+// take NCHW planes one by one (the fused BN + Add + ReLU) stream only when planes are whole cache
+// lines: a plane boundary inside a line leaves a partly written line in the write-combining
+// buffer, and a partial non-temporal line costs a read-modify-write in memory (32×1024×14×14,
+// planes of 784 B, plane by plane: normalize 2.19 ms streamed, 1.23 ms through the cache; dx
+// 2.58 → 1.93 ms). NHWC rows stream when every row starts vector-aligned.
 // A second output (the fused backward's g) streams along with the first when it also qualifies
 // and sits at the same offset from a vector boundary (one alignment prologue serves both).
 template <typename T>
-bool stream_output(const BatchNormProblem& p, const T* out, bool in_place) {
+bool stream_output(const BatchNormProblem& p, const T* out, bool in_place, bool flat_planes) {
   const std::size_t bytes = static_cast<std::size_t>(p.n * p.c * p.hw) * sizeof(T);
   const uintptr_t align = sizeof(T) * static_cast<uintptr_t>(kLanes);
   const bool aligned_rows =
       p.layout == Layout::kNCHW
-          ? (p.hw * static_cast<int64_t>(sizeof(T))) % 64 == 0
+          ? (flat_planes && p.hw >= kLanes) || (p.hw * static_cast<int64_t>(sizeof(T))) % 64 == 0
           : (p.c % kLanes == 0 && reinterpret_cast<uintptr_t>(out) % align == 0);
   return bytes >= kStreamBytes && !in_place && aligned_rows;
 }
+// Two outputs of an elementwise pass (flat planes, as above).
 template <typename T>
 bool stream_outputs(const BatchNormProblem& p, const T* out, bool in_place, const T* out2,
                     bool in_place2) {
-  if (!out2) return stream_output(p, out, in_place);
+  if (!out2) return stream_output(p, out, in_place, /*flat_planes=*/true);
   const uintptr_t align = sizeof(T) * static_cast<uintptr_t>(kLanes);
-  return stream_output(p, out, in_place) && stream_output(p, out2, in_place2) &&
+  return stream_output(p, out, in_place, true) && stream_output(p, out2, in_place2, true) &&
          (reinterpret_cast<uintptr_t>(out) - reinterpret_cast<uintptr_t>(out2)) % align == 0;
 }
 
@@ -1027,7 +1106,7 @@ void normalize_infer_t(const BatchNormProblem& p, const T* x, const T* w, const 
     return Coefficients{k, k + c, k + 2 * c, nullptr};
   };
   const Grad<false, T> none{nullptr, nullptr};
-  if (stream_output(p, y, y == x)) {
+  if (stream_output(p, y, y == x, /*flat_planes=*/true)) {
     elementwise_layout</*Dx=*/false, true>(p, x, none, local, y, static_cast<T*>(nullptr));
   } else {
     elementwise_layout</*Dx=*/false, false>(p, x, none, local, y, static_cast<T*>(nullptr));
@@ -1090,14 +1169,11 @@ template <bool Dx, bool Stream, bool Masked, typename T>
 void range_planes(const BatchNormProblem& p, const T* x, const Grad<Masked, T> grad,
                   const double* m, const double* k1, const double* k2, const double* k3, T* out,
                   T* g_out, int64_t c0, int64_t c1) {
+  static_assert(kSlots >= kLanes, "sweeps take planes of at least a slot cycle");
+  const Coefficients k{m, k1, k2, k3};
   for (int64_t n = 0; n < p.n; ++n) {
-    for (int64_t ch = c0; ch < c1; ++ch) {
-      const int64_t base = (n * p.c + ch) * p.hw;
-      elementwise_run<Dx, /*PerLane=*/false, Stream>(x + base, grad, base, m + ch, k1 + ch, k2 + ch,
-                                                     Dx ? k3 + ch : nullptr, out + base,
-                                                     g_out ? g_out + base : nullptr, p.hw,
-                                                     /*ahead=*/0);
-    }
+    elementwise_planes<Dx, Stream>(x, grad, k, out, g_out, n * p.c + c0, n * p.c + c1, p.hw, p.c,
+                                   /*ahead=*/0);
   }
 }
 
@@ -1220,7 +1296,7 @@ void normalize_add_relu_layout(const BatchNormProblem& p, const T* x, const T* z
 template <typename T>
 void normalize_add_relu_t(const BatchNormProblem& p, const T* x, const T* z, const double* m,
                           const double* k1, const double* k2, T* out, uint8_t* mask) {
-  if (stream_output(p, out, out == x || out == z)) {
+  if (stream_output(p, out, out == x || out == z, /*flat_planes=*/false)) {
     normalize_add_relu_layout<true>(p, x, z, m, k1, k2, out, mask);
   } else {
     normalize_add_relu_layout<false>(p, x, z, m, k1, k2, out, mask);
@@ -1297,7 +1373,7 @@ bool ForwardTrainSweep(const BatchNormProblem& p, const void* x, double* mean, d
     if (per == 0) return;
     const T* xt = static_cast<const T*>(x);
     T* yt = static_cast<T*>(y);
-    if (stream_output(p, yt, yt == xt)) {
+    if (stream_output(p, yt, yt == xt, /*flat_planes=*/true)) {
       forward_train_sweep_t<true>(p, xt, mean, var, coeffs, scale, shift, yt, per);
     } else {
       forward_train_sweep_t<false>(p, xt, mean, var, coeffs, scale, shift, yt, per);
