@@ -731,12 +731,17 @@ HWY_INLINE T elementwise_scalar(double xv, double gv, double m, double k1, doubl
 }
 
 // Stores kLanes results at p: non-temporal with Stream (p vector-aligned), else through the cache.
+// Float results go through the cache where kLanes of them are less than 16 bytes (SSE4, SSSE3:
+// 2 lanes): Highway 1.0.3's Stream on x86 writes a whole 16-byte register even for a partial
+// vector (_mm_stream_ps), which needs 16-byte alignment and would overwrite the 8 bytes after
+// the two floats — past the end of the output on its last vector. Found by running the streamed
+// outputs on every target (tests/kernels/batch_norm_impls_test.cc): it crashed on SSE4.
 template <bool Stream, typename T>
 HWY_INLINE void store_out(DD dd, VD y, T* HWY_RESTRICT p) {
-  if constexpr (Stream && sizeof(T) == 4) {
+  if constexpr (Stream && sizeof(T) == 4 && kLanes * sizeof(T) >= 16) {
     const hn::Rebind<T, DD> dt;
     hn::Stream(hn::DemoteTo(dt, y), dt, p);
-  } else if constexpr (Stream) {
+  } else if constexpr (Stream && sizeof(T) == 8) {
     hn::Stream(y, dd, p);
   } else {
     store_d(dd, y, p);
