@@ -434,13 +434,13 @@ int check_sweeps(const BatchNormImpl& impl, const BatchNormProblem& p, uint64_t 
 }
 
 // Outputs of at least 16 MiB go out with non-temporal stores and the inputs are prefetched ahead
-// (cpu:hwy's stream_output, prefetch_distance): NCHW planes of whole cache lines (4112 floats),
-// and planes that are not (130, and 13: consecutive planes stream as one run, a vector spanning
-// two planes at every lane offset), NHWC rows of 64 and 256
-// channels (one row per group of stores) and 1024 (two rows), written at a 64-byte boundary and one
-// element past it (NCHW streams after a scalar prologue; NHWC rows are then not vector-aligned and
-// go through the cache). The smaller cases above never stream. The fused epilogue is compared with
-// the reference's (cpu:blocked has none).
+// (cpu:hwy's stream_output, prefetch_distance): NCHW planes of whole cache lines (4112 floats)
+// and planes that are not (130, and 13: consecutive planes stream as one run, the fused epilogue
+// included, a vector spanning two planes at every lane offset), NHWC rows of 64 and 256 channels
+// (one row per group of stores) and 1024 (two rows), written at a 64-byte boundary and one
+// element past it (NCHW streams after a scalar prologue; NHWC rows are then not vector-aligned
+// and go through the cache). The smaller cases above never stream. The fused epilogue is compared
+// with the reference's (cpu:blocked has none).
 TEST(BatchNormImpls, StreamedOutputsAreBitIdenticalToBlocked) {
   const BatchNormImpl* hwy_impl = find_impl("cpu:hwy");
   const BatchNormImpl* base = find_impl("cpu:blocked");

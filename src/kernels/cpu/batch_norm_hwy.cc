@@ -877,19 +877,18 @@ struct Coefficients {
   const double* k3;
 };
 
-// Consecutive NCHW planes [q0, q1) of HW ≥ kLanes elements each (channel q mod C), as one run of
-// memory: every vector is aligned from the first aligned element on, and a vector that spans
-// the end of one plane and the start of the next takes its coefficients lane by lane from the
-// two (HW ≥ kLanes: at most two). The same per-element operations as elementwise_run. Why:
-// planes whose bytes are not a multiple of 64 (14×14, 7×7: 784 and 196 B) left a partly written
-// line at every plane boundary, so they could not stream (a partial non-temporal line is a read-
-// modify-write in memory), and each plane ended with scalar elements. x, grad, out and g_out are
-// the tensors' starts (memory indices).
-template <bool Dx, bool Stream, bool Masked, typename T>
-HWY_INLINE void elementwise_planes(const T* HWY_RESTRICT x, const Grad<Masked, T> grad,
-                                   const Coefficients& k, T* HWY_RESTRICT out,
-                                   T* HWY_RESTRICT g_out, int64_t q0, int64_t q1, int64_t hw,
-                                   int64_t c, int64_t ahead) {
+// Walks consecutive NCHW planes [q0, q1) of HW ≥ kLanes elements each (channel q mod C) as one
+// run of memory, in order: scalar(i, ch) for the elements before out's first aligned vector and
+// after the last whole vector, vector(i, vm, v1, v2, v3) for every aligned vector in between,
+// with the coefficients m, k1, k2 (and k3 with K3; else v3 = vm) broadcast — or, for the vector
+// that spans the end of one plane and the start of the next, taken lane by lane from the two
+// (HW ≥ kLanes: at most two). Why: planes whose bytes are not a multiple of 64 (14×14, 7×7: 784
+// and 196 B) left a partly written line at every plane boundary, so they could not stream (a
+// partial non-temporal line is a read-modify-write in memory), and each plane ended with scalar
+// elements. Indices are memory indices from the tensors' starts.
+template <bool K3, typename T, typename ScalarFn, typename VectorFn>
+HWY_INLINE void walk_planes(const T* out, const Coefficients& k, int64_t q0, int64_t q1, int64_t hw,
+                            int64_t c, ScalarFn&& scalar, VectorFn&& vector) {
   const DD dd;
   int64_t e = q0 * hw;
   const int64_t end = q1 * hw;
@@ -898,31 +897,16 @@ HWY_INLINE void elementwise_planes(const T* HWY_RESTRICT x, const Grad<Masked, T
     ch = ch + 1 == c ? 0 : ch + 1;
     q_end += hw;
   };
-  auto scalar = [&](int64_t i) {
-    const double gv = Dx ? grad.at(i) : 0.0;
-    out[i] = elementwise_scalar<Dx, T>(static_cast<double>(x[i]), gv, k.m[ch], k.k1[ch], k.k2[ch],
-                                       Dx ? k.k3[ch] : 0.0);
-    if (Dx && g_out) g_out[i] = static_cast<T>(gv);
-  };
-  auto vector = [&](int64_t i, VD vm, VD v1, VD v2, VD v3) {
-    const VD gv = Dx ? grad.load(dd, i) : vm;
-    store_out<Stream>(dd, elementwise_value<Dx>(load_d(dd, x + i), gv, vm, v1, v2, v3), out + i);
-    if (Dx && g_out) store_out<Stream>(dd, gv, g_out + i);
-  };
   const uintptr_t align = sizeof(T) * static_cast<uintptr_t>(kLanes);
   for (; e < end && reinterpret_cast<uintptr_t>(out + e) % align != 0; ++e) {
     if (e == q_end) next_plane();
-    scalar(e);
+    scalar(e, ch);
   }
   if (e == q_end) next_plane();
   while (e + kLanes <= end) {
     const VD bm = hn::Set(dd, k.m[ch]), b1 = hn::Set(dd, k.k1[ch]), b2 = hn::Set(dd, k.k2[ch]);
-    const VD b3 = Dx ? hn::Set(dd, k.k3[ch]) : bm;
-    for (; e + kLanes <= q_end; e += kLanes) {
-      prefetch_ahead(x + e, ahead, kLanes);
-      if (Dx) prefetch_ahead(grad.dy + e, ahead, kLanes);
-      vector(e, bm, b1, b2, b3);
-    }
+    const VD b3 = K3 ? hn::Set(dd, k.k3[ch]) : bm;
+    for (; e + kLanes <= q_end; e += kLanes) vector(e, bm, b1, b2, b3);
     if (e < q_end && e + kLanes <= end) {
       // Lanes below q_end − e belong to this plane, the others to the next one.
       const auto first = hn::FirstN(dd, static_cast<std::size_t>(q_end - e));
@@ -930,9 +914,7 @@ HWY_INLINE void elementwise_planes(const T* HWY_RESTRICT x, const Grad<Masked, T
       const VD vm = hn::IfThenElse(first, bm, hn::Set(dd, k.m[cn]));
       const VD v1 = hn::IfThenElse(first, b1, hn::Set(dd, k.k1[cn]));
       const VD v2 = hn::IfThenElse(first, b2, hn::Set(dd, k.k2[cn]));
-      const VD v3 = Dx ? hn::IfThenElse(first, b3, hn::Set(dd, k.k3[cn])) : vm;
-      prefetch_ahead(x + e, ahead, kLanes);
-      if (Dx) prefetch_ahead(grad.dy + e, ahead, kLanes);
+      const VD v3 = K3 ? hn::IfThenElse(first, b3, hn::Set(dd, k.k3[cn])) : vm;
       vector(e, vm, v1, v2, v3);
       e += kLanes;
     }
@@ -940,8 +922,34 @@ HWY_INLINE void elementwise_planes(const T* HWY_RESTRICT x, const Grad<Masked, T
   }
   for (; e < end; ++e) {
     if (e == q_end) next_plane();
-    scalar(e);
+    scalar(e, ch);
   }
+}
+
+// The elementwise pass (normalize, or dx with Dx; see elementwise_run) over consecutive NCHW
+// planes [q0, q1) as one run (walk_planes). Inputs are prefetched `ahead` elements ahead.
+template <bool Dx, bool Stream, bool Masked, typename T>
+HWY_INLINE void elementwise_planes(const T* HWY_RESTRICT x, const Grad<Masked, T> grad,
+                                   const Coefficients& k, T* HWY_RESTRICT out,
+                                   T* HWY_RESTRICT g_out, int64_t q0, int64_t q1, int64_t hw,
+                                   int64_t c, int64_t ahead) {
+  const DD dd;
+  walk_planes<Dx>(
+      out, k, q0, q1, hw, c,
+      [&](int64_t i, int64_t ch) {
+        const double gv = Dx ? grad.at(i) : 0.0;
+        out[i] = elementwise_scalar<Dx, T>(static_cast<double>(x[i]), gv, k.m[ch], k.k1[ch],
+                                           k.k2[ch], Dx ? k.k3[ch] : 0.0);
+        if (Dx && g_out) g_out[i] = static_cast<T>(gv);
+      },
+      [&](int64_t i, VD vm, VD v1, VD v2, VD v3) {
+        prefetch_ahead(x + i, ahead, kLanes);
+        if (Dx) prefetch_ahead(grad.dy + i, ahead, kLanes);
+        const VD gv = Dx ? grad.load(dd, i) : vm;
+        store_out<Stream>(dd, elementwise_value<Dx>(load_d(dd, x + i), gv, vm, v1, v2, v3),
+                          out + i);
+        if (Dx && g_out) store_out<Stream>(dd, gv, g_out + i);
+      });
 }
 
 // The elementwise pass; coefficients() gives the arrays, called by each thread at the start of
@@ -1012,32 +1020,30 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
 
 // Whether an elementwise pass writes `out` with non-temporal stores: outputs of at least
 // kStreamBytes, not in place (then the lines are in cache anyway after the read), and aligned so
-// that no partial line is streamed. NCHW planes of at least a vector go through
-// elementwise_planes (`flat_planes`), which streams consecutive planes as one run; passes that
-// take NCHW planes one by one (the fused BN + Add + ReLU) stream only when planes are whole cache
-// lines: a plane boundary inside a line leaves a partly written line in the write-combining
-// buffer, and a partial non-temporal line costs a read-modify-write in memory (32×1024×14×14,
-// planes of 784 B, plane by plane: normalize 2.19 ms streamed, 1.23 ms through the cache; dx
-// 2.58 → 1.93 ms). NHWC rows stream when every row starts vector-aligned.
+// that no partial line is streamed. NCHW planes of at least a vector go out as one run
+// (walk_planes), so a plane boundary inside a cache line leaves no partly written line; shorter
+// planes, passed one by one, would (a partial non-temporal line costs a read-modify-write in
+// memory: 32×1024×14×14, planes of 784 B written plane by plane, normalize 2.19 ms streamed,
+// 1.23 ms through the cache; dx 2.58 → 1.93 ms) and go through the cache. NHWC rows stream when
+// every row starts vector-aligned.
 // A second output (the fused backward's g) streams along with the first when it also qualifies
 // and sits at the same offset from a vector boundary (one alignment prologue serves both).
 template <typename T>
-bool stream_output(const BatchNormProblem& p, const T* out, bool in_place, bool flat_planes) {
+bool stream_output(const BatchNormProblem& p, const T* out, bool in_place) {
   const std::size_t bytes = static_cast<std::size_t>(p.n * p.c * p.hw) * sizeof(T);
   const uintptr_t align = sizeof(T) * static_cast<uintptr_t>(kLanes);
   const bool aligned_rows =
       p.layout == Layout::kNCHW
-          ? (flat_planes && p.hw >= kLanes) || (p.hw * static_cast<int64_t>(sizeof(T))) % 64 == 0
+          ? p.hw >= kLanes
           : (p.c % kLanes == 0 && reinterpret_cast<uintptr_t>(out) % align == 0);
   return bytes >= kStreamBytes && !in_place && aligned_rows;
 }
-// Two outputs of an elementwise pass (flat planes, as above).
 template <typename T>
 bool stream_outputs(const BatchNormProblem& p, const T* out, bool in_place, const T* out2,
                     bool in_place2) {
-  if (!out2) return stream_output(p, out, in_place, /*flat_planes=*/true);
+  if (!out2) return stream_output(p, out, in_place);
   const uintptr_t align = sizeof(T) * static_cast<uintptr_t>(kLanes);
-  return stream_output(p, out, in_place, true) && stream_output(p, out2, in_place2, true) &&
+  return stream_output(p, out, in_place) && stream_output(p, out2, in_place2) &&
          (reinterpret_cast<uintptr_t>(out) - reinterpret_cast<uintptr_t>(out2)) % align == 0;
 }
 
@@ -1111,7 +1117,7 @@ void normalize_infer_t(const BatchNormProblem& p, const T* x, const T* w, const 
     return Coefficients{k, k + c, k + 2 * c, nullptr};
   };
   const Grad<false, T> none{nullptr, nullptr};
-  if (stream_output(p, y, y == x, /*flat_planes=*/true)) {
+  if (stream_output(p, y, y == x)) {
     elementwise_layout</*Dx=*/false, true>(p, x, none, local, y, static_cast<T*>(nullptr));
   } else {
     elementwise_layout</*Dx=*/false, false>(p, x, none, local, y, static_cast<T*>(nullptr));
@@ -1281,6 +1287,32 @@ void normalize_add_relu_layout(const BatchNormProblem& p, const T* x, const T* z
     parallel_for(0, groups, grain, [=](int64_t g0, int64_t g1) {
       const int64_t r0 = g0 * group, r1 = std::min(runs, g1 * group);
       ReluMaskWriter bits(mask + r0 * len / 8);
+      if (!kPerLane && len >= kLanes) {
+        // NCHW planes as one run (walk_planes); the mask's bits follow in memory order.
+        const DD dd;
+        const VD zero = hn::Zero(dd);
+        walk_planes</*K3=*/false>(
+            out, Coefficients{m, k1, k2, nullptr}, r0, r1, len, c,
+            [&](int64_t i, int64_t ch) {
+              double r = (static_cast<double>(x[i]) - m[ch]) * k1[ch] + k2[ch];
+              if (z) r += static_cast<double>(z[i]);
+              bits.put(r > 0, 1);
+              out[i] = static_cast<T>(r <= 0 ? 0.0 : r);
+            },
+            [&](int64_t i, VD vm, VD v1, VD v2, VD) {
+              prefetch_ahead(x + i, ahead, kLanes);
+              if (z) prefetch_ahead(z + i, ahead, kLanes);
+              VD r = hn::Add(hn::Mul(hn::Sub(load_d(dd, x + i), vm), v1), v2);
+              if (z) r = hn::Add(r, load_d(dd, z + i));
+              uint8_t b[8];  // kLanes ≤ 8 bits: one byte
+              hn::StoreMaskBits(dd, hn::Gt(r, zero), b);
+              bits.put(b[0], kLanes);
+              store_out<Stream>(dd, hn::IfThenZeroElse(hn::Le(r, zero), r), out + i);
+            });
+        bits.finish();
+        if (Stream) hwy::FlushStream();
+        return;
+      }
       for (int64_t run = r0; run < r1; ++run) {
         const int64_t base = run * len, ch = kPerLane ? 0 : run % c;
         add_relu_run<kPerLane, Stream>(x + base, z ? z + base : nullptr, m + ch, k1 + ch, k2 + ch,
@@ -1301,7 +1333,7 @@ void normalize_add_relu_layout(const BatchNormProblem& p, const T* x, const T* z
 template <typename T>
 void normalize_add_relu_t(const BatchNormProblem& p, const T* x, const T* z, const double* m,
                           const double* k1, const double* k2, T* out, uint8_t* mask) {
-  if (stream_output(p, out, out == x || out == z, /*flat_planes=*/false)) {
+  if (stream_output(p, out, out == x || out == z)) {
     normalize_add_relu_layout<true>(p, x, z, m, k1, k2, out, mask);
   } else {
     normalize_add_relu_layout<false>(p, x, z, m, k1, k2, out, mask);
@@ -1378,7 +1410,7 @@ bool ForwardTrainSweep(const BatchNormProblem& p, const void* x, double* mean, d
     if (per == 0) return;
     const T* xt = static_cast<const T*>(x);
     T* yt = static_cast<T*>(y);
-    if (stream_output(p, yt, yt == xt, /*flat_planes=*/true)) {
+    if (stream_output(p, yt, yt == xt)) {
       forward_train_sweep_t<true>(p, xt, mean, var, coeffs, scale, shift, yt, per);
     } else {
       forward_train_sweep_t<false>(p, xt, mean, var, coeffs, scale, shift, yt, per);
