@@ -433,6 +433,32 @@ int check_sweeps(const BatchNormImpl& impl, const BatchNormProblem& p, uint64_t 
   return swept;
 }
 
+// Random inputs of an elementwise pass over p: x, dy, a ReLU mask and per-channel coefficients.
+struct ElementwiseInputs {
+  ElementwiseInputs(const BatchNormProblem& p, uint64_t& seed)
+      : count(static_cast<std::size_t>(p.n * p.c * p.hw)),
+        x(to_layout<float>(p, test::randn(count, ++seed, -2.0, 3.0))),
+        dy(to_layout<float>(p, test::randn(count, ++seed))),
+        mask(random_mask(count, ++seed)) {
+    const std::size_t C = static_cast<std::size_t>(p.c);
+    m = test::randn(C, ++seed);
+    k1 = test::randn(C, ++seed);
+    k2 = test::randn(C, ++seed);
+    k3 = test::randn(C, ++seed);
+  }
+  std::size_t count;
+  std::vector<float> x, dy;
+  std::vector<uint8_t> mask;
+  std::vector<double> m, k1, k2, k3;
+};
+
+// An aligned output of count floats with 16 more after it, all 7.0 (to see what is written).
+hwy::AlignedFreeUniquePtr<float[]> guarded_buffer(std::size_t count) {
+  auto b = hwy::AllocateAligned<float>(count + 16);
+  std::fill(b.get(), b.get() + count + 16, 7.0f);
+  return b;
+}
+
 // Outputs of at least 16 MiB go out with non-temporal stores and the inputs are prefetched ahead
 // (cpu:hwy's stream_output, prefetch_distance): NCHW planes of whole cache lines (4112 floats)
 // and planes that are not (130, and 13: consecutive planes stream as one run, the fused epilogue
@@ -453,20 +479,15 @@ TEST(BatchNormImpls, StreamedOutputsAreBitIdenticalToBlocked) {
     for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
       const BatchNormProblem p{k.n, k.c, k.hw, layout, DType::kFloat32};
       ASSERT_GE(p.n * p.c * p.hw * 4, int64_t{16} << 20);
-      const std::size_t count = static_cast<std::size_t>(p.n * p.c * p.hw),
-                        C = static_cast<std::size_t>(p.c);
-      const std::vector<float> x = to_layout<float>(p, test::randn(count, ++seed, -2.0, 3.0));
-      const std::vector<float> dy = to_layout<float>(p, test::randn(count, ++seed));
-      const std::vector<uint8_t> mask = random_mask(count, ++seed);
-      const std::vector<double> m = test::randn(C, ++seed), k1 = test::randn(C, ++seed),
-                                k2 = test::randn(C, ++seed), k3 = test::randn(C, ++seed);
+      const ElementwiseInputs in_(p, seed);
+      const std::size_t count = in_.count, C = static_cast<std::size_t>(p.c);
+      const std::vector<float>& x = in_.x;
+      const std::vector<float>& dy = in_.dy;
+      const std::vector<uint8_t>& mask = in_.mask;
+      const std::vector<double>&m = in_.m, &k1 = in_.k1, &k2 = in_.k2, &k3 = in_.k3;
       for (std::size_t offset : {0, 1}) {
         SCOPED_TRACE(problem_str(p) + " offset " + std::to_string(offset));
-        auto buffer = [&] {
-          auto b = hwy::AllocateAligned<float>(count + 16);
-          std::fill(b.get(), b.get() + count + 16, 7.0f);
-          return b;
-        };
+        auto buffer = [&] { return guarded_buffer(count); };
         auto y1 = buffer(), y2 = buffer(), g1 = buffer(), g2 = buffer();
         auto same = [&](const float* a, const float* b) { return std::equal(a, a + count, b); };
         hwy_impl->normalize(p, x.data(), m.data(), k1.data(), k2.data(), y1.get() + offset);
@@ -546,18 +567,12 @@ TEST(BatchNormImpls, StreamedOutputsOnEverySupportedTarget) {
                                        {4100, 1024, 1, Layout::kNHWC, DType::kFloat32}};
   uint64_t seed = 7100;
   for (const BatchNormProblem& p : problems) {
-    const std::size_t count = static_cast<std::size_t>(p.n * p.c * p.hw),
-                      C = static_cast<std::size_t>(p.c);
-    const std::vector<float> x = to_layout<float>(p, test::randn(count, ++seed, -2.0, 3.0));
-    const std::vector<float> dy = to_layout<float>(p, test::randn(count, ++seed));
-    const std::vector<uint8_t> mask = random_mask(count, ++seed);
-    const std::vector<double> m = test::randn(C, ++seed), k1 = test::randn(C, ++seed),
-                              k2 = test::randn(C, ++seed), k3 = test::randn(C, ++seed);
-    auto buffer = [&] {
-      auto b = hwy::AllocateAligned<float>(count + 16);
-      std::fill(b.get(), b.get() + count + 16, 7.0f);
-      return b;
-    };
+    const ElementwiseInputs in(p, seed);
+    const std::size_t count = in.count;
+    const std::vector<float>&x = in.x, &dy = in.dy;
+    const std::vector<uint8_t>& mask = in.mask;
+    const std::vector<double>&m = in.m, &k1 = in.k1, &k2 = in.k2, &k3 = in.k3;
+    auto buffer = [&] { return guarded_buffer(count); };
     // The blocked kernel's outputs at offset 0; the same values are expected at every offset.
     auto want_y = buffer(), want_dx = buffer(), want_g = buffer();
     base->normalize(p, x.data(), m.data(), k1.data(), k2.data(), want_y.get());
