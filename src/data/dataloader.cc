@@ -22,6 +22,13 @@ DataLoader::DataLoader(Tensor x, std::vector<int64_t> labels, Tensor y, DataLoad
         fmt::format("DataLoader: batch_size must be >= 1, got {}", options_.batch_size));
   }
   const int64_t n = x_.size(0);
+  // With drop_last, a batch larger than the data set leaves no batch at all: an epoch of
+  // nothing, and a caller counting steps per epoch would divide by zero.
+  if (options_.drop_last && options_.batch_size > n) {
+    throw ValueError(fmt::format(
+        "DataLoader: batch_size must be <= N={} (the number of samples) with drop_last, got {}", n,
+        options_.batch_size));
+  }
   if (!labels_.empty() && static_cast<int64_t>(labels_.size()) != n) {
     throw ValueError(
         fmt::format("DataLoader: labels must have N={} entries, got {}", n, labels_.size()));

@@ -117,6 +117,19 @@ TEST(DataLoader, SeededShuffleCoversEverySampleOnce) {
   EXPECT_EQ(c.size(), 3);
   EXPECT_THROW(DataLoader(Tensor::from_vector<float>({10, 1}, v), {1, 2}, Tensor(), {}),
                ValueError);
+  // A batch larger than the data: with drop_last there would be no batch at all.
+  test::expect_error<ValueError>(
+      [&] {
+        DataLoader(Tensor::from_vector<float>({10, 1}, v), labels, Tensor(),
+                   {.batch_size = 11, .drop_last = true});
+      },
+      "batch_size must be <= N=10 (the number of samples) with drop_last, got 11");
+  DataLoader whole(Tensor::from_vector<float>({10, 1}, v), labels, Tensor(),
+                   {.batch_size = 10, .drop_last = true});
+  EXPECT_EQ(whole.size(), 1);
+  DataLoader short_batch(Tensor::from_vector<float>({10, 1}, v), labels, Tensor(),
+                         {.batch_size = 11});  // without drop_last: one short batch
+  EXPECT_EQ(short_batch.size(), 1);
 }
 
 TEST(Bikes, RangesOfTheSeedExample) {

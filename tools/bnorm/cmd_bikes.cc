@@ -84,8 +84,12 @@ void add_bikes_command(CLI::App& app) {
   auto a = std::make_shared<BikesArgs>();
   CLI::App* c =
       app.add_subcommand("bikes", "the bike-price example: raw vs min-max vs z-score vs BatchNorm");
-  c->add_option("--n", a->n, "bikes to generate (80% train, 20% test)")->capture_default_str();
-  c->add_option("--epochs", a->epochs, "training epochs")->capture_default_str();
+  c->add_option("--n", a->n, "bikes to generate (80% train, 20% test)")
+      ->check(at_least(10))
+      ->capture_default_str();
+  c->add_option("--epochs", a->epochs, "training epochs")
+      ->check(at_least(1))
+      ->capture_default_str();
   c->add_option("--lr", a->lr, "SGD learning rate (momentum 0.9), the same for every variant")
       ->capture_default_str();
   c->add_option("--seed", a->seed, "data seed")->capture_default_str();

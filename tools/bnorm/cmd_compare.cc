@@ -583,8 +583,9 @@ void add_compare_command(CLI::App& app) {
   c->add_option("--out", a->out, "report directory")->capture_default_str();
   c->add_option("--data", a->data_dir, "directory with the Fashion-MNIST IDX files")
       ->capture_default_str();
-  c->add_option("--seeds", a->seeds, "seeds for experiment 1 (default 1 quick, 3 full)");
-  c->add_option("--threads", a->threads, "threads (default: all cores)");
+  c->add_option("--seeds", a->seeds, "seeds for experiment 1 (default 1 quick, 3 full)")
+      ->check(at_least(1));
+  c->add_option("--threads", a->threads, "threads (default: all cores)")->check(at_least(1));
   c->callback([a] { run_compare(*a); });
 }
 

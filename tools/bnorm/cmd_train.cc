@@ -134,6 +134,7 @@ void add_model_options(CLI::App* c, ModelSpec& s, bool* no_bn, bool* no_bias) {
   c->add_flag("--no-bias", *no_bias, "no biases in any layer (they stay zero)");
   c->add_option("--activation", s.activation, "sigmoid, relu, tanh or none")->capture_default_str();
   c->add_option("--init-std", s.init_std, "weights ~ N(0, std²); 0 = PyTorch's default init")
+      ->check(at_least(0))
       ->capture_default_str();
   c->add_option("--dropout", s.dropout, "dropout after each hidden activation")
       ->capture_default_str();
@@ -151,17 +152,23 @@ void add_train_command(CLI::App& app) {
   c->add_option("--momentum", a->cfg.momentum, "SGD momentum")->capture_default_str();
   c->add_option("--weight-decay", a->cfg.weight_decay, "L2 weight decay")->capture_default_str();
   c->add_option("--schedule", a->cfg.schedule, "none, step or cosine")->capture_default_str();
-  c->add_option("--steps", a->cfg.steps, "training steps (mini-batches)")->capture_default_str();
-  c->add_option("--epochs", a->epochs, "epochs (overrides --steps)");
-  c->add_option("--batch-size", a->cfg.batch_size, "mini-batch size")->capture_default_str();
-  c->add_option("--eval-every", a->cfg.eval_every, "steps between test evaluations")
+  c->add_option("--steps", a->cfg.steps, "training steps (mini-batches)")
+      ->check(at_least(1))
+      ->capture_default_str();
+  c->add_option("--epochs", a->epochs, "epochs (overrides --steps)")->check(at_least(1));
+  c->add_option("--batch-size", a->cfg.batch_size, "mini-batch size")
+      ->check(at_least(1))
+      ->capture_default_str();
+  c->add_option("--eval-every", a->cfg.eval_every,
+                "steps between test evaluations (0: only after the last step)")
+      ->check(at_least(0))
       ->capture_default_str();
   c->add_option("--seed", a->init_seed, "seed of the initial weights")->capture_default_str();
   c->add_option("--data-seed", a->cfg.seed, "seed of the batch order")->capture_default_str();
   c->add_option("--data", a->data_dir, "directory with the Fashion-MNIST IDX files")
       ->capture_default_str();
   c->add_option("--out", a->out, "output directory")->capture_default_str();
-  c->add_option("--threads", a->threads, "threads (default: all cores)");
+  c->add_option("--threads", a->threads, "threads (default: all cores)")->check(at_least(1));
   c->add_option(
       "--resume", a->resume,
       "continue the run saved in this directory (model and optimizer state) up to --steps; "

@@ -5,9 +5,26 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <string>
 
 #include "bnorm/error.h"
 #include "commands.h"
+
+namespace bnorm::cli {
+
+CLI::Validator at_least(double lo) {
+  return CLI::Validator(
+      [lo](std::string& text) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(text.c_str(), &end);
+        if (end == text.c_str() || *end != '\0') return "";  // not a number: CLI11 reports it
+        return v >= lo ? "" : fmt::format("must be >= {}, got {}", lo, text);
+      },
+      fmt::format(">= {}", lo));
+}
+
+}  // namespace bnorm::cli
 
 int main(int argc, char** argv) {
   CLI::App app{
