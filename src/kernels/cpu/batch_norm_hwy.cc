@@ -845,11 +845,13 @@ HWY_INLINE void elementwise_rows(const T* HWY_RESTRICT x, const Grad<Masked, T> 
     // output at the input's offset modulo 4 KiB (page-aligned allocations): row r + 1's load of
     // column i has the address bits 0–11 of row r's store to column i, just issued, and the core
     // holds such a load until that store has left the store buffer ("4K aliasing"). Loads first
-    // (driver, registry entries, medians of 2000–3000 calls, 3 alternating runs): 256×1024
-    // normalize 24.6–25.1 → 22.0–23.0 µs, dx 35.9–37.5 → 30.5–32.5 µs (with the output 1 KiB off
-    // x's offset instead: 21.0–22.5 and 30.9–31.3); 32×2048×7×7 dx 0.70 → 0.66–0.67 ms,
-    // 32×1024×14×14 dx 1.40 → 1.32–1.35 ms. With AVX2's 16 registers the 16 loaded vectors spill:
-    // 256×1024 normalize 25.5–26.0 → 29.3–33.0 µs, so there the loads stay next to their stores.
+    // (driver, registry entries, medians of 2000–3000 calls, 3 alternating runs; 2 for the larger
+    // shapes): 256×1024 normalize 24.6–25.1 → 22.0–23.0 µs, dx 35.9–37.5 → 30.5–32.5 µs (with the
+    // output 1 KiB off x's offset instead: 21.0–22.5 and 30.9–31.3); 32×2048×7×7 dx 0.70 →
+    // 0.66–0.67 ms, 32×1024×14×14 dx 1.40 → 1.32–1.35 ms. With AVX2's 16 registers the 16 loaded
+    // vectors spill: 256×1024 normalize 25.5–26.0 → 29.3–33.0 µs, so there the loads stay next to
+    // their stores. (The same order written as two lambdas, load_row(r) and store_row(r), compiled
+    // slower on AVX-512: normalize 25.3–27.6 against 22.8–24.0 µs, 3 alternating runs.)
     constexpr bool kLoadsFirst = kLanes >= 8;
     constexpr int64_t RL = kLoadsFirst ? R : 1;
     VD xv[RL][V], gv[RL][V];
