@@ -4,14 +4,15 @@
 # table for doc/benchmarks.md. Usage: scripts/bench.sh [extra bnorm_bench/Google Benchmark flags]
 # BNORM_BENCH_RUNS=N (default 3) runs the suite N times; the table takes each time's median over
 # the runs (a noisy machine moves single rows by up to 2× between runs). The JSON of run k stays
-# in build/bench/bench-k.json.
+# in build/bench/bench-k.json; a bar chart of the ratios goes to $BNORM_BENCH_PLOT (default
+# build/bench/ratios.png; doc/benchmark-ratios.png is a copy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup-debian.sh --bench
+scripts/setup-debian.sh --bench >&2
 cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DBNORM_BUILD_BENCHMARKS=ON \
       -DBNORM_WITH_ONEDNN=ON -DBNORM_WITH_LIBTORCH=ON -DBNORM_BUILD_TESTS=OFF \
       -DBNORM_BUILD_EXAMPLES=OFF -DBNORM_BUILD_CLI=OFF >/dev/null
-cmake --build build/bench -j "$(nproc)" --target bnorm_bench
+cmake --build build/bench -j "$(nproc)" --target bnorm_bench >&2
 runs=${BNORM_BENCH_RUNS:-3}
 files=()
 for k in $(seq "$runs"); do
@@ -20,4 +21,6 @@ for k in $(seq "$runs"); do
       --benchmark_out_format=json "$@" >&2
   files+=("build/bench/bench-$k.json")
 done
-python3 scripts/bench/table.py "${files[@]}"
+plot=${BNORM_BENCH_PLOT:-build/bench/ratios.png}
+python3 scripts/bench/table.py --plot "$plot" "${files[@]}"
+echo "bench.sh: bar chart of the ratios in $plot" >&2
