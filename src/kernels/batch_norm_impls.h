@@ -4,6 +4,7 @@
 // line in batch_norm_impls.cc.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -167,6 +168,12 @@ void normalize_infer(const BatchNormProblem& p, const void* x, const void* weigh
                      const void* running_mean, const void* running_var, double eps, void* y);
 /// The instruction set HWY_DYNAMIC_DISPATCH picked on this machine ("AVX3", "AVX2", …).
 const char* target_name();
+/// The bytes of all tensors of an elementwise pass together (inputs and outputs) above which it
+/// writes its output with non-temporal stores: the L3 the system reports, clamped to 32–64 MiB.
+std::size_t stream_limit_bytes();
+/// Replaces that limit (0: back to the default), for tests that need the streamed paths on
+/// tensors of a few MiB; not to be called while kernels run.
+void set_stream_limit_bytes(std::size_t bytes);
 }  // namespace cpu_hwy
 
 namespace cpu_blocked {

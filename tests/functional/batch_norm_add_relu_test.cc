@@ -10,6 +10,7 @@
 #include "support/compare.h"
 #include "support/expect_error.h"
 #include "support/fills.h"
+#include "support/stream_limit.h"
 
 namespace bnorm::test {
 namespace {
@@ -73,8 +74,10 @@ TEST(BatchNormAddRelu, MatchesTheUnfusedComposition) {
   }
 }
 
-// Outputs of 16 MiB and more go out with non-temporal stores (planes of whole cache lines here).
+// Passes over more than stream_limit_bytes() of tensors (lowered here to 16 MiB) go out with
+// non-temporal stores (planes of whole cache lines here).
 TEST(BatchNormAddRelu, StreamedOutputMatchesTheUnfusedComposition) {
+  const test::ScopedStreamLimit limit(std::size_t{16} << 20);
   for (MemoryFormat fmt : {MemoryFormat::kContiguous, MemoryFormat::kChannelsLast})
     expect_matches_unfused({4, 64, 128, 130}, DType::kFloat32, fmt, /*with_z=*/true, 77);
 }
@@ -192,7 +195,8 @@ void expect_backward_is_composition(const Shape& shape, DType dt, MemoryFormat f
 
 // The fused backward reads dy and the mask in its reduction and writes dx and dz in one pass:
 // the same bits as masking dy and calling batch_norm_backward, on every path (row tails, NHWC
-// rows and walks, outputs of 16 MiB and more streamed past the cache).
+// rows and walks, and — with the streaming limit lowered to 16 MiB for the last shape — outputs
+// streamed past the cache).
 TEST(BatchNormAddRelu, BackwardIsTheCompositionBitForBit) {
   const Shape shapes[] = {{8, 5}, {4, 3, 7, 5}, {2, 17, 3, 3}, {3, 4, 2, 3, 5}, {3, 72, 7, 7}};
   uint64_t seed = 300;
@@ -204,6 +208,7 @@ TEST(BatchNormAddRelu, BackwardIsTheCompositionBitForBit) {
       }
     }
   }
+  const test::ScopedStreamLimit limit(std::size_t{16} << 20);
   for (MemoryFormat fmt : {MemoryFormat::kContiguous, MemoryFormat::kChannelsLast})
     expect_backward_is_composition({4, 64, 128, 130}, DType::kFloat32, fmt, 99);
 }

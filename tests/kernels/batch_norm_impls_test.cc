@@ -14,6 +14,7 @@
 #include "kernels/batch_norm_impls.h"
 #include "support/compare.h"
 #include "support/fills.h"
+#include "support/stream_limit.h"
 
 namespace bnorm::kernels {
 namespace {
@@ -459,8 +460,10 @@ hwy::AlignedFreeUniquePtr<float[]> guarded_buffer(std::size_t count) {
   return b;
 }
 
-// Outputs of at least 16 MiB go out with non-temporal stores and the inputs are prefetched ahead
-// (cpu:hwy's stream_output, prefetch_distance): NCHW planes of whole cache lines (4112 floats)
+// Passes over more than stream_limit_bytes() of tensors write with non-temporal stores (32–64 MiB
+// by default; lowered to 16 MiB here, so that every pass over these ~17 MB tensors streams), and
+// inputs of 16 MiB or more are prefetched ahead (cpu:hwy's stream_output, prefetch_distance):
+// NCHW planes of whole cache lines (4112 floats)
 // and planes that are not (130, and 13: consecutive planes stream as one run, the fused epilogue
 // included, a vector spanning two planes at every lane offset), NHWC rows of 64 and 256 channels
 // (one row per group of stores) and 1024 (two rows), written at a 64-byte boundary and one
@@ -468,6 +471,7 @@ hwy::AlignedFreeUniquePtr<float[]> guarded_buffer(std::size_t count) {
 // and go through the cache). The smaller cases above never stream. The fused epilogue is compared
 // with the reference's (cpu:blocked has none).
 TEST(BatchNormImpls, StreamedOutputsAreBitIdenticalToBlocked) {
+  const test::ScopedStreamLimit limit(std::size_t{16} << 20);
   const BatchNormImpl* hwy_impl = find_impl("cpu:hwy");
   const BatchNormImpl* base = find_impl("cpu:blocked");
   ASSERT_NE(hwy_impl, nullptr);
@@ -559,6 +563,7 @@ TEST(BatchNormImpls, StreamedOutputsAreBitIdenticalToBlocked) {
 // picks (the test above): on SSE4, Highway's non-temporal store of 2 floats writes 16 bytes, which
 // crashed on 8-byte-aligned outputs and would have written past the end of the last vector.
 TEST(BatchNormImpls, StreamedOutputsOnEverySupportedTarget) {
+  const test::ScopedStreamLimit limit(std::size_t{16} << 20);
   const BatchNormImpl* hwy_impl = find_impl("cpu:hwy");
   const BatchNormImpl* base = find_impl("cpu:blocked");
   ASSERT_NE(hwy_impl, nullptr);
@@ -671,6 +676,19 @@ TEST(BatchNormImpls, SingleSweepsAreBitIdenticalToTwoPasses) {
     }
   }
   EXPECT_GE(swept, 6);  // the three NCHW shapes over 4 MiB, in both dtypes
+}
+
+// The default limit is the L3 the system reports, clamped to 32–64 MiB; a set limit replaces it
+// until it is set back to 0.
+TEST(BatchNormImpls, StreamLimitDefaultsToTheL3WithinBounds) {
+  const std::size_t def = cpu_hwy::stream_limit_bytes();
+  EXPECT_GE(def, std::size_t{32} << 20);
+  EXPECT_LE(def, std::size_t{64} << 20);
+  {
+    const test::ScopedStreamLimit limit(12345);
+    EXPECT_EQ(cpu_hwy::stream_limit_bytes(), 12345u);
+  }
+  EXPECT_EQ(cpu_hwy::stream_limit_bytes(), def);
 }
 
 }  // namespace

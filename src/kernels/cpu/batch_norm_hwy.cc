@@ -18,6 +18,8 @@
 #include <type_traits>
 #include <vector>
 
+#include <unistd.h>
+
 #include "bnorm/parallel.h"
 #include "hwy/aligned_allocator.h"
 #include "hwy/cache_control.h"
@@ -791,9 +793,8 @@ HWY_INLINE void elementwise_run(const T* HWY_RESTRICT x, const Grad<Masked, T> g
   for (; i < len; ++i) scalar(i);
 }
 
-// Outputs at least this large bypass the caches with non-temporal stores: writing them through
-// the cache would first read every line (write-allocate), a third more traffic for normalize.
-constexpr std::size_t kStreamBytes = std::size_t{16} << 20;
+// Passes whose tensors (inputs and outputs together) exceed stream_limit_bytes() write their
+// output with non-temporal stores; see default_stream_limit below.
 
 // Calls run(per_lane, base, ch, len) for every NCHW plane (per_lane = std::false_type, ch = the
 // plane's channel, len = HW) or NHWC row (std::true_type, ch = 0, len = C), in parallel; with
@@ -1042,8 +1043,9 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
   });
 }
 
-// Whether an elementwise pass writes `out` with non-temporal stores: outputs of at least
-// kStreamBytes, not in place (then the lines are in cache anyway after the read), and aligned so
+// Whether an elementwise pass over `tensors` tensors of p's size (inputs and outputs) writes
+// `out` with non-temporal stores: together more than stream_limit_bytes(), not in place (then
+// the lines are in cache anyway after the read), and aligned so
 // that no partial line is streamed. NCHW planes of at least a vector go out as one run
 // (walk_planes), so a plane boundary inside a cache line leaves no partly written line; shorter
 // planes, passed one by one, would (a partial non-temporal line costs a read-modify-write in
@@ -1053,21 +1055,22 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
 // A second output (the fused backward's g) streams along with the first when it also qualifies
 // and sits at the same offset from a vector boundary (one alignment prologue serves both).
 template <typename T>
-bool stream_output(const BatchNormProblem& p, const T* out, bool in_place) {
+bool stream_output(const BatchNormProblem& p, const T* out, bool in_place, int64_t tensors) {
   const std::size_t bytes = static_cast<std::size_t>(p.n * p.c * p.hw) * sizeof(T);
   const uintptr_t align = sizeof(T) * static_cast<uintptr_t>(kLanes);
   const bool aligned_rows =
       p.layout == Layout::kNCHW
           ? p.hw >= kLanes
           : (p.c % kLanes == 0 && reinterpret_cast<uintptr_t>(out) % align == 0);
-  return bytes >= kStreamBytes && !in_place && aligned_rows;
+  return bytes * static_cast<std::size_t>(tensors) > stream_limit_bytes() && !in_place &&
+         aligned_rows;
 }
 template <typename T>
 bool stream_outputs(const BatchNormProblem& p, const T* out, bool in_place, const T* out2,
-                    bool in_place2) {
-  if (!out2) return stream_output(p, out, in_place);
+                    bool in_place2, int64_t tensors) {
+  if (!out2) return stream_output(p, out, in_place, tensors);
   const uintptr_t align = sizeof(T) * static_cast<uintptr_t>(kLanes);
-  return stream_output(p, out, in_place) && stream_output(p, out2, in_place2) &&
+  return stream_output(p, out, in_place, tensors) && stream_output(p, out2, in_place2, tensors) &&
          (reinterpret_cast<uintptr_t>(out) - reinterpret_cast<uintptr_t>(out2)) % align == 0;
 }
 
@@ -1076,8 +1079,10 @@ void elementwise_t(const BatchNormProblem& p, const T* x, const Grad<Masked, T> 
                    const double* m, const double* k1, const double* k2, const double* k3, T* out,
                    T* g_out) {
   const auto given = [=] { return Coefficients{m, k1, k2, k3}; };
+  // normalize: x and y; dx: x, dy, dx and g_out if there is one.
+  const int64_t tensors = Dx ? (g_out ? 4 : 3) : 2;
   if (stream_outputs(p, out, out == x || (Dx && out == grad.dy), static_cast<const T*>(g_out),
-                     g_out == grad.dy)) {
+                     g_out == grad.dy, tensors)) {
     elementwise_layout<Dx, true>(p, x, grad, given, out, g_out);
   } else {
     elementwise_layout<Dx, false>(p, x, grad, given, out, g_out);
@@ -1141,7 +1146,7 @@ void normalize_infer_t(const BatchNormProblem& p, const T* x, const T* w, const 
     return Coefficients{k, k + c, k + 2 * c, nullptr};
   };
   const Grad<false, T> none{nullptr, nullptr};
-  if (stream_output(p, y, y == x)) {
+  if (stream_output(p, y, y == x, /*tensors=*/2)) {
     elementwise_layout</*Dx=*/false, true>(p, x, none, local, y, static_cast<T*>(nullptr));
   } else {
     elementwise_layout</*Dx=*/false, false>(p, x, none, local, y, static_cast<T*>(nullptr));
@@ -1369,7 +1374,7 @@ void normalize_add_relu_layout(const BatchNormProblem& p, const T* x, const T* z
 template <typename T>
 void normalize_add_relu_t(const BatchNormProblem& p, const T* x, const T* z, const double* m,
                           const double* k1, const double* k2, T* out, uint8_t* mask) {
-  if (stream_output(p, out, out == x || out == z)) {
+  if (stream_output(p, out, out == x || out == z, /*tensors=*/z ? 3 : 2)) {
     normalize_add_relu_layout<true>(p, x, z, m, k1, k2, out, mask);
   } else {
     normalize_add_relu_layout<false>(p, x, z, m, k1, k2, out, mask);
@@ -1446,7 +1451,7 @@ bool ForwardTrainSweep(const BatchNormProblem& p, const void* x, double* mean, d
     if (per == 0) return;
     const T* xt = static_cast<const T*>(x);
     T* yt = static_cast<T*>(y);
-    if (stream_output(p, yt, yt == xt)) {
+    if (stream_output(p, yt, yt == xt, /*tensors=*/2)) {
       forward_train_sweep_t<true>(p, xt, mean, var, coeffs, scale, shift, yt, per);
     } else {
       forward_train_sweep_t<false>(p, xt, mean, var, coeffs, scale, shift, yt, per);
@@ -1470,7 +1475,8 @@ bool BackwardSweep(const BatchNormProblem& p, const void* x, const void* dy, con
     T* dxt = static_cast<T*>(dx);
     T* gt = static_cast<T*>(g_out);
     auto run = [&](auto grad) {
-      if (stream_outputs(p, dxt, dxt == xt || dxt == dyt, static_cast<const T*>(gt), gt == dyt)) {
+      if (stream_outputs(p, dxt, dxt == xt || dxt == dyt, static_cast<const T*>(gt), gt == dyt,
+                         /*tensors=*/gt ? 4 : 3)) {
         backward_sweep_t<true>(p, xt, grad, mean, sum_dy, sum_dy_xmu, coeffs, k_dy, k_xmu, k_const,
                                dxt, gt, per);
       } else {
@@ -1506,6 +1512,42 @@ HWY_EXPORT(NormalizeAddRelu);
 HWY_EXPORT(ForwardTrainSweep);
 HWY_EXPORT(BackwardSweep);
 HWY_EXPORT(NormalizeInfer);
+
+namespace {
+// Passes whose tensors (inputs and outputs together) exceed the last-level cache write their
+// output with non-temporal stores: through the cache it would first read every line
+// (write-allocate), a third more traffic for normalize, and evict the inputs. Where they fit, the
+// cache is faster — it serves the write-allocate reads, and the next layer reads the output from
+// it. The limit is the L3 the system reports, at least 32 MiB and at most 64 MiB: this VM reports
+// 480 MiB, but its share of that shared cache is smaller. Measured here (registry-entry driver,
+// N×1024 NHWC float, 64-byte aligned buffers, medians of 20 calls, 2 alternating runs), streamed
+// vs through the cache: normalize of 16.8 / 25.2 / 33.6 / 42 / 50 MB outputs 0.60 / 0.94 / 1.25
+// / 1.60–1.61 / 1.89–1.91 ms vs 0.57 / 0.89–0.90 / 1.18–1.22 / 1.60–1.64 / 2.02–2.14; dx of
+// 16.8 / 25.2 / 33.6 MB 0.92–0.93 / 1.46 / 1.92–1.96 vs 0.88 / 1.41 / 2.05–2.06. The crossover
+// lies near 80 MB of tensors; the cap stays below it because the two mistakes cost differently:
+// streaming a pass that would fit loses ~5%, writing a large one through the cache up to 2×
+// (32×64×112×112 normalize 3.8 vs 6.5–7.0 ms). The rule before, outputs of 16 MiB or more, was
+// set on a host with a 32 MiB L3, where this gives the same for normalize.
+std::size_t default_stream_limit() {
+  constexpr std::size_t kLo = std::size_t{32} << 20, kHi = std::size_t{64} << 20;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+  const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  if (l3 > 0) return std::clamp(static_cast<std::size_t>(l3), kLo, kHi);
+#endif
+  return kLo;
+}
+std::atomic<std::size_t> g_stream_limit{0};  // 0: default_stream_limit()
+}  // namespace
+
+std::size_t stream_limit_bytes() {
+  const std::size_t set = g_stream_limit.load(std::memory_order_relaxed);
+  if (set != 0) return set;
+  static const std::size_t limit = default_stream_limit();
+  return limit;
+}
+void set_stream_limit_bytes(std::size_t bytes) {
+  g_stream_limit.store(bytes, std::memory_order_relaxed);
+}
 
 void normalize_add_relu(const BatchNormProblem& p, const void* x, const void* z, const double* mean,
                         const double* scale, const double* shift, void* y, uint8_t* mask) {
