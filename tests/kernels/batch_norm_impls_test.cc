@@ -462,7 +462,7 @@ hwy::AlignedFreeUniquePtr<float[]> guarded_buffer(std::size_t count) {
 
 // Passes over more than stream_limit_bytes() of tensors write with non-temporal stores (32–64 MiB
 // by default; lowered to 16 MiB here, so that every pass over these ~17 MB tensors streams), and
-// inputs of 16 MiB or more are prefetched ahead (cpu:hwy's stream_output, prefetch_distance):
+// inputs of 4 MiB or more are prefetched ahead (cpu:hwy's stream_output, prefetch_distance):
 // NCHW planes of whole cache lines (4112 floats)
 // and planes that are not (130, and 13: consecutive planes stream as one run, the fused epilogue
 // included, a vector spanning two planes at every lane offset), NHWC rows of 64 and 256 channels

@@ -793,9 +793,6 @@ HWY_INLINE void elementwise_run(const T* HWY_RESTRICT x, const Grad<Masked, T> g
   for (; i < len; ++i) scalar(i);
 }
 
-// Passes whose tensors (inputs and outputs together) exceed stream_limit_bytes() write their
-// output with non-temporal stores; see default_stream_limit below.
-
 // Calls run(per_lane, base, ch, len) for every NCHW plane (per_lane = std::false_type, ch = the
 // plane's channel, len = HW) or NHWC row (std::true_type, ch = 0, len = C), in parallel; with
 // Flush, each thread fences its non-temporal stores at the end of its chunk.
@@ -1044,16 +1041,16 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
 }
 
 // Whether an elementwise pass over `tensors` tensors of p's size (inputs and outputs) writes
-// `out` with non-temporal stores: together more than stream_limit_bytes(), not in place (then
-// the lines are in cache anyway after the read), and aligned so
-// that no partial line is streamed. NCHW planes of at least a vector go out as one run
-// (walk_planes), so a plane boundary inside a cache line leaves no partly written line; shorter
-// planes, passed one by one, would (a partial non-temporal line costs a read-modify-write in
-// memory: 32×1024×14×14, planes of 784 B written plane by plane, normalize 2.19 ms streamed,
-// 1.23 ms through the cache; dx 2.58 → 1.93 ms) and go through the cache. NHWC rows stream when
-// every row starts vector-aligned.
-// A second output (the fused backward's g) streams along with the first when it also qualifies
-// and sits at the same offset from a vector boundary (one alignment prologue serves both).
+// `out` with non-temporal stores: together more than stream_limit_bytes() (why that limit: see
+// default_stream_limit, at the end of this file), not in place (then the lines are in cache
+// anyway after the read), and aligned so that no partial line is streamed. NCHW planes of at least
+// a vector go out as one run (walk_planes), so a plane boundary inside a cache line leaves no
+// partly written line; shorter planes, passed one by one, would (a partial non-temporal line costs
+// a read-modify-write in memory: 32×1024×14×14, planes of 784 B written plane by plane,
+// normalize 2.19 ms streamed, 1.23 ms through the cache; dx 2.58 → 1.93 ms) and go through the
+// cache. NHWC rows stream when every row starts vector-aligned. A second output (the fused
+// backward's g) streams along with the first when it also qualifies and sits at the same offset
+// from a vector boundary (one alignment prologue serves both).
 template <typename T>
 bool stream_output(const BatchNormProblem& p, const T* out, bool in_place, int64_t tensors) {
   const std::size_t bytes = static_cast<std::size_t>(p.n * p.c * p.hw) * sizeof(T);
