@@ -568,12 +568,13 @@ TEST(BatchNormImpls, StreamedOutputsOnEverySupportedTarget) {
   const BatchNormImpl* base = find_impl("cpu:blocked");
   ASSERT_NE(hwy_impl, nullptr);
   ASSERT_NE(base, nullptr);
-  // NHWC rows of 1020 and 3 channels are not vector-aligned: one periodic run per thread, its
-  // first elements scalar up to an aligned output address.
+  // NHWC rows of 1020 and 3 channels and NCHW planes of 3 elements are not vector-aligned: one
+  // periodic run per thread, its first elements scalar up to an aligned output address.
   const BatchNormProblem problems[] = {{1700, 200, 13, Layout::kNCHW, DType::kFloat32},
                                        {4100, 1024, 1, Layout::kNHWC, DType::kFloat32},
                                        {4100, 1020, 1, Layout::kNHWC, DType::kFloat32},
-                                       {720000, 3, 1, Layout::kNHWC, DType::kFloat32}};
+                                       {720000, 3, 1, Layout::kNHWC, DType::kFloat32},
+                                       {1400, 1000, 3, Layout::kNCHW, DType::kFloat32}};
   uint64_t seed = 7100;
   for (const BatchNormProblem& p : problems) {
     const ElementwiseInputs in(p, seed);

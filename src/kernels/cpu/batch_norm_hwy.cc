@@ -1000,25 +1000,35 @@ struct Coefficients {
   const double* k3;
 };
 
-// ---- NHWC rows whose C is not a multiple of kLanes: one run with periodic coefficients ------
+// ---- runs that are not vector-aligned: one run per thread with periodic coefficients --------
 //
-// Row by row, such rows leave C mod kLanes scalar elements each (C < kLanes: all of them; 1M×3
-// normalize 2.6 ms, 7 cycles per element) and cannot stream (rows are not vector-aligned), so a
-// large pass writes through the cache (65536×100 dx 3.5 ms against 1.4 for C = 96). A thread's
-// rows are one contiguous run instead, and the coefficients of element e are those of channel
-// e mod C: their pattern repeats every lcm(C, kLanes) elements, so each array is laid out once
-// over a period (plus one vector, so that a vector load never wraps) and read at (e − e0) mod
-// the period. Each element's value is the same expression as before: the same bits.
-// Small tensors with C ≥ kLanes keep the rows: laying out the arrays costs more than their few
-// scalar elements (256×100 normalize 4.0 → 4.8 µs, 60×100 1.1 → 1.4 µs).
+// Row by row, NHWC rows whose C is not a multiple of kLanes leave C mod kLanes scalar elements
+// each (C < kLanes: all of them; 1M×3 normalize 2.6 ms, 7 cycles per element) and cannot stream
+// (rows are not vector-aligned), so a large pass writes through the cache (65536×100 dx 3.5 ms
+// against 1.4 for C = 96); NCHW planes of HW < kLanes elements were all scalar. A thread's rows
+// or planes are one contiguous run instead, and the coefficients of element e are those of
+// channel e mod C (NHWC) or (e / HW) mod C (NCHW): their pattern repeats every
+// lcm(unit, kLanes) elements (unit = C, or C·HW), so each array is laid out once over that
+// period (plus one vector, so that a vector load never wraps) and read at e mod the period.
+// Each element's value is the same expression as before: the same bits.
+// Small NHWC tensors with C ≥ kLanes keep the rows: laying out the arrays costs more than their
+// few scalar elements (256×100 normalize 4.0 → 4.8 µs, 60×100 1.1 → 1.4 µs).
 constexpr int64_t kMaxPeriod = 4096;  // 4 arrays of 32 KiB at most, in L1/L2
 constexpr int64_t kPeriodicMinElems = int64_t{1} << 18;
-inline int64_t coefficient_period(int64_t c) {
-  return c / std::gcd(c, kLanes) * kLanes;  // lcm(C, kLanes)
+// Elements after which the channel pattern of a tensor repeats: a row (NHWC) or a sample (NCHW).
+inline int64_t pattern_unit(const BatchNormProblem& p) {
+  return p.layout == Layout::kNHWC ? p.c : p.c * p.hw;
 }
-inline bool nhwc_periodic(const BatchNormProblem& p) {
-  return p.layout == Layout::kNHWC && p.c % kLanes != 0 && coefficient_period(p.c) <= kMaxPeriod &&
-         (p.c < kLanes || p.n * p.hw * p.c >= kPeriodicMinElems);
+inline int64_t coefficient_period(const BatchNormProblem& p) {
+  const int64_t unit = pattern_unit(p);
+  return unit / std::gcd(unit, kLanes) * kLanes;  // lcm(unit, kLanes)
+}
+inline bool periodic_runs(const BatchNormProblem& p) {
+  const bool unaligned =
+      p.layout == Layout::kNHWC
+          ? p.c % kLanes != 0 && (p.c < kLanes || p.n * p.hw * p.c >= kPeriodicMinElems)
+          : p.hw < kLanes;
+  return unaligned && coefficient_period(p) <= kMaxPeriod;
 }
 
 // Distinguishes elementwise passes, so that a thread knows whether its periodic coefficients
@@ -1033,8 +1043,8 @@ struct ThreadPeriodicCoefficients {
   hwy::AlignedFreeUniquePtr<double[]> buf;
 };
 
-// The elementwise pass over memory indices [e0, e1) of NHWC rows (e0 a row start), with the
-// coefficient arrays pm, p1, p2, p3 laid out over `period` elements from channel 0.
+// The elementwise pass over memory indices [e0, e1), with the coefficient arrays pm, p1, p2, p3
+// laid out over `period` elements from memory index 0.
 template <bool Dx, bool Stream, bool Masked, typename T>
 HWY_INLINE void elementwise_periodic(const T* HWY_RESTRICT x, const Grad<Masked, T> grad,
                                      const double* HWY_RESTRICT pm, const double* HWY_RESTRICT p1,
@@ -1042,7 +1052,7 @@ HWY_INLINE void elementwise_periodic(const T* HWY_RESTRICT x, const Grad<Masked,
                                      T* HWY_RESTRICT out, T* HWY_RESTRICT g_out, int64_t e0,
                                      int64_t e1, int64_t period, int64_t ahead) {
   const DD dd;
-  int64_t e = e0, j = 0;  // j = (e − e0) mod period
+  int64_t e = e0, j = e0 % period;  // j = e mod period
   auto scalar = [&] {
     const double gv = Dx ? grad.at(e) : 0.0;
     out[e] = elementwise_scalar<Dx, T>(static_cast<double>(x[e]), gv, pm[j], p1[j], p2[j],
@@ -1154,13 +1164,15 @@ HWY_INLINE void elementwise_planes(const T* HWY_RESTRICT x, const Grad<Masked, T
 template <bool Dx, bool Stream, bool Masked, typename T, typename CoefficientSource>
 void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked, T> grad,
                         CoefficientSource coefficients, T* out, T* g_out) {
-  if (nhwc_periodic(p)) {
+  if (periodic_runs(p)) {
     const uint64_t pass = g_periodic_passes.fetch_add(1, std::memory_order_relaxed) + 1;
-    const int64_t c = p.c, period = coefficient_period(c), len = period + kLanes;
+    const int64_t c = p.c, hw = p.hw, period = coefficient_period(p), len = period + kLanes;
+    const bool nhwc = p.layout == Layout::kNHWC;
+    const int64_t run = nhwc ? c : hw, runs = p.n * (nhwc ? hw : c);  // rows or planes
     const int64_t ahead = prefetch_distance<T>(p, 1);
-    // Chunks of whole rows, at least 8 periods, so that laying out the arrays costs little.
-    const int64_t grain = std::max<int64_t>(1, std::max(kElementwiseGrain, 8 * period) / c);
-    parallel_for(0, p.n * p.hw, grain, [=](int64_t r0, int64_t r1) {
+    // Chunks of whole runs, at least 8 periods, so that laying out the arrays costs little.
+    const int64_t grain = std::max<int64_t>(1, std::max(kElementwiseGrain, 8 * period) / run);
+    parallel_for(0, runs, grain, [=](int64_t r0, int64_t r1) {
       thread_local ThreadPeriodicCoefficients tp;
       if (tp.pass != pass) {
         const std::size_t need = 4 * static_cast<std::size_t>(len);
@@ -1170,7 +1182,8 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
         }
         const auto [m, k1, k2, k3] = coefficients();
         double* b = tp.buf.get();
-        for (int64_t i = 0, ch = 0; i < len; ++i, ch = ch + 1 == c ? 0 : ch + 1) {
+        for (int64_t i = 0; i < len; ++i) {
+          const int64_t ch = nhwc ? i % c : i / hw % c;
           b[i] = m[ch];
           b[len + i] = k1[ch];
           b[2 * len + i] = k2[ch];
@@ -1180,7 +1193,7 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
       }
       const double* b = tp.buf.get();
       elementwise_periodic<Dx, Stream>(x, grad, b, b + len, b + 2 * len, b + 3 * len, out, g_out,
-                                       r0 * c, r1 * c, period, ahead);
+                                       r0 * run, r1 * run, period, ahead);
       if (Stream) hwy::FlushStream();
     });
     return;
@@ -1261,10 +1274,10 @@ bool stream_output(const BatchNormProblem& p, const T* out, bool in_place, int64
   const std::size_t bytes = static_cast<std::size_t>(p.n * p.c * p.hw) * sizeof(T);
   const uintptr_t align = sizeof(T) * static_cast<uintptr_t>(kLanes);
   const bool aligned_rows =
-      p.layout == Layout::kNCHW
-          ? p.hw >= kLanes
-          : (p.c % kLanes == 0 ? reinterpret_cast<uintptr_t>(out) % align == 0
-                               : nhwc_periodic(p));  // one run per thread, aligned first
+      periodic_runs(p) ||  // one run per thread, its first elements scalar up to alignment
+      (p.layout == Layout::kNCHW
+           ? p.hw >= kLanes
+           : (p.c % kLanes == 0 && reinterpret_cast<uintptr_t>(out) % align == 0));
   return bytes * static_cast<std::size_t>(tensors) > stream_limit_bytes() && !in_place &&
          aligned_rows;
 }
@@ -1579,7 +1592,7 @@ void normalize_add_relu_layout(const BatchNormProblem& p, const T* x, const T* z
 template <typename T>
 void normalize_add_relu_t(const BatchNormProblem& p, const T* x, const T* z, const double* m,
                           const double* k1, const double* k2, T* out, uint8_t* mask) {
-  const bool aligned_rows = p.layout == Layout::kNCHW || p.c % kLanes == 0;
+  const bool aligned_rows = p.layout == Layout::kNCHW ? p.hw >= kLanes : p.c % kLanes == 0;
   if (aligned_rows && stream_output(p, out, out == x || out == z, /*tensors=*/z ? 3 : 2)) {
     normalize_add_relu_layout<true>(p, x, z, m, k1, k2, out, mask);
   } else {
@@ -1587,8 +1600,17 @@ void normalize_add_relu_t(const BatchNormProblem& p, const T* x, const T* z, con
   }
 }
 
-void NormalizeAddRelu(const BatchNormProblem& p, const void* x, const void* z, const double* mean,
+// NCHW with HW = 1 is the memory of NHWC (N, C): element (n, c) at n·C + c either way, and the
+// canonical order depends on (N, HW) alone, so such problems take the NHWC kernels (vectors
+// across channels) instead of one-element planes (scalar): the same bits.
+inline BatchNormProblem as_rows(BatchNormProblem p) {
+  if (p.hw == 1) p.layout = Layout::kNHWC;
+  return p;
+}
+
+void NormalizeAddRelu(const BatchNormProblem& p0, const void* x, const void* z, const double* mean,
                       const double* scale, const double* shift, void* y, uint8_t* mask) {
+  const BatchNormProblem p = as_rows(p0);
   dispatch_dtype(p.dtype, [&](auto t) {
     using T = decltype(t);
     normalize_add_relu_t(p, static_cast<const T*>(x), static_cast<const T*>(z), mean, scale, shift,
@@ -1596,15 +1618,17 @@ void NormalizeAddRelu(const BatchNormProblem& p, const void* x, const void* z, c
   });
 }
 
-void Stats(const BatchNormProblem& p, const void* x, double* mean, double* var) {
+void Stats(const BatchNormProblem& p0, const void* x, double* mean, double* var) {
+  const BatchNormProblem p = as_rows(p0);
   dispatch_dtype(p.dtype, [&](auto t) {
     using T = decltype(t);
     stats_t(p, static_cast<const T*>(x), mean, var);
   });
 }
 
-void Normalize(const BatchNormProblem& p, const void* x, const double* mean, const double* scale,
+void Normalize(const BatchNormProblem& p0, const void* x, const double* mean, const double* scale,
                const double* shift, void* y) {
+  const BatchNormProblem p = as_rows(p0);
   dispatch_dtype(p.dtype, [&](auto t) {
     using T = decltype(t);
     elementwise_t<false>(p, static_cast<const T*>(x), Grad<false, T>{nullptr, nullptr}, mean, scale,
@@ -1612,8 +1636,9 @@ void Normalize(const BatchNormProblem& p, const void* x, const double* mean, con
   });
 }
 
-void NormalizeInfer(const BatchNormProblem& p, const void* x, const void* weight, const void* bias,
+void NormalizeInfer(const BatchNormProblem& p0, const void* x, const void* weight, const void* bias,
                     const void* running_mean, const void* running_var, double eps, void* y) {
+  const BatchNormProblem p = as_rows(p0);
   dispatch_dtype(p.dtype, [&](auto t) {
     using T = decltype(t);
     normalize_infer_t(p, static_cast<const T*>(x), static_cast<const T*>(weight),
@@ -1622,8 +1647,9 @@ void NormalizeInfer(const BatchNormProblem& p, const void* x, const void* weight
   });
 }
 
-void BackwardReduce(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
+void BackwardReduce(const BatchNormProblem& p0, const void* x, const void* dy, const uint8_t* mask,
                     const double* mean, double* sum_dy, double* sum_dy_xmu) {
+  const BatchNormProblem p = as_rows(p0);
   dispatch_dtype(p.dtype, [&](auto t) {
     using T = decltype(t);
     backward_reduce_t(p, static_cast<const T*>(x), static_cast<const T*>(dy), mask, mean, sum_dy,
@@ -1631,9 +1657,10 @@ void BackwardReduce(const BatchNormProblem& p, const void* x, const void* dy, co
   });
 }
 
-void BackwardDx(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
+void BackwardDx(const BatchNormProblem& p0, const void* x, const void* dy, const uint8_t* mask,
                 const double* mean, const double* k_dy, const double* k_xmu, const double* k_const,
                 void* dx, void* g_out) {
+  const BatchNormProblem p = as_rows(p0);
   dispatch_dtype(p.dtype, [&](auto t) {
     using T = decltype(t);
     const T* xt = static_cast<const T*>(x);
