@@ -476,8 +476,10 @@ TEST(BatchNormImpls, StreamedOutputsAreBitIdenticalToBlocked) {
   const BatchNormImpl* base = find_impl("cpu:blocked");
   ASSERT_NE(hwy_impl, nullptr);
   ASSERT_NE(base, nullptr);
-  const Case cases[] = {
-      {16, 64, 4112}, {32, 1024, 130}, {1700, 200, 13}, {16400, 256, 1}, {4100, 1024, 1}};
+  // The last two are periodic runs (periodic_runs): NCHW planes of 3 elements, and rows of 3
+  // channels (both layouts: NCHW with HW = 1 is read as NHWC).
+  const Case cases[] = {{16, 64, 4112},  {32, 1024, 130}, {1700, 200, 13}, {16400, 256, 1},
+                        {4100, 1024, 1}, {1400, 1000, 3}, {1400000, 3, 1}};
   uint64_t seed = 7000;
   for (const Case& k : cases) {
     for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
