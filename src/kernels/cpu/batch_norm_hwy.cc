@@ -529,6 +529,17 @@ HWY_NOINLINE void nhwc_narrow_block_sums(const BatchNormProblem& p, const T* HWY
   }
 }
 
+// nhwc_narrow_block_sums<C> for the run-time C = c (1 ≤ c < 8).
+template <int64_t C, bool Backward, bool Masked, typename T>
+HWY_INLINE void nhwc_narrow_dispatch(int64_t c, const BatchNormProblem& p, const T* HWY_RESTRICT x,
+                                     const Grad<Masked, T> grad, const double* HWY_RESTRICT mean,
+                                     const BlockRange r, BlockSums* HWY_RESTRICT out) {
+  if constexpr (C + 1 < kSlots) {
+    if (c != C) return nhwc_narrow_dispatch<C + 1, Backward>(c, p, x, grad, mean, r, out);
+  }
+  nhwc_narrow_block_sums<C, Backward>(p, x, grad, mean, r, out);
+}
+
 // The sums of block r for channels [c0, c0 + cw) of an NHWC tensor. The block's positions come
 // as runs whose slots count up from 0 (see slot_of): each row segment (HW ≥ 8), or the whole
 // block (HW < 8, where consecutive rows are consecutive positions). `acc` holds 2 × 8 × cw
@@ -541,22 +552,7 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
                                   BlockSums* HWY_RESTRICT out) {
   const int64_t c = p.c, hw = p.hw;
   if (cw == c && c > 0 && c < kSlots) {  // whole rows of fewer than 8 channels
-    switch (c) {
-      case 1:
-        return nhwc_narrow_block_sums<1, Backward>(p, x, grad, mean, r, out);
-      case 2:
-        return nhwc_narrow_block_sums<2, Backward>(p, x, grad, mean, r, out);
-      case 3:
-        return nhwc_narrow_block_sums<3, Backward>(p, x, grad, mean, r, out);
-      case 4:
-        return nhwc_narrow_block_sums<4, Backward>(p, x, grad, mean, r, out);
-      case 5:
-        return nhwc_narrow_block_sums<5, Backward>(p, x, grad, mean, r, out);
-      case 6:
-        return nhwc_narrow_block_sums<6, Backward>(p, x, grad, mean, r, out);
-      default:
-        return nhwc_narrow_block_sums<7, Backward>(p, x, grad, mean, r, out);
-    }
+    return nhwc_narrow_dispatch<1, Backward>(c, p, x, grad, mean, r, out);
   }
   const int64_t first = r.n0 * hw + r.s0;  // position of element (n0, s0)
   for (int64_t i = 0; i < cw; ++i) {
@@ -1145,6 +1141,31 @@ inline const double* periodic_coefficients(const BatchNormProblem& p, uint64_t p
   return tp.buf.get();
 }
 
+// Walks memory indices [e0, e1) of a periodic run in order, j = e mod period alongside:
+// scalar(e, j) for the elements before out's first aligned vector (Stream: non-temporal stores
+// need an aligned address) and after the last whole vector, vector(e, j) for every vector in
+// between.
+template <bool Stream, typename T, typename ScalarFn, typename VectorFn>
+HWY_INLINE void walk_periodic(const T* out, int64_t e0, int64_t e1, int64_t period,
+                              ScalarFn&& scalar, VectorFn&& vector) {
+  int64_t e = e0, j = e0 % period;
+  auto one = [&] {
+    scalar(e, j);
+    ++e;
+    if (++j == period) j = 0;
+  };
+  if constexpr (Stream) {
+    const uintptr_t align = sizeof(T) * static_cast<uintptr_t>(kLanes);
+    while (e < e1 && reinterpret_cast<uintptr_t>(out + e) % align != 0) one();
+  }
+  for (; e + kLanes <= e1; e += kLanes) {
+    vector(e, j);
+    j += kLanes;
+    if (j >= period) j -= period;
+  }
+  while (e < e1) one();
+}
+
 // The elementwise pass over memory indices [e0, e1), with the coefficient arrays pm, p1, p2, p3
 // laid out over `period` elements from memory index 0.
 template <bool Dx, bool Stream, bool Masked, typename T>
@@ -1154,35 +1175,26 @@ HWY_INLINE void elementwise_periodic(const T* HWY_RESTRICT x, const Grad<Masked,
                                      T* HWY_RESTRICT out, T* HWY_RESTRICT g_out, int64_t e0,
                                      int64_t e1, int64_t period, int64_t ahead) {
   const DD dd;
-  int64_t e = e0, j = e0 % period;  // j = e mod period
-  auto scalar = [&] {
-    const double gv = Dx ? grad.at(e) : 0.0;
-    out[e] = elementwise_scalar<Dx, T>(static_cast<double>(x[e]), gv, pm[j], p1[j], p2[j],
-                                       Dx ? p3[j] : 0.0);
-    if (Dx && g_out) g_out[e] = static_cast<T>(gv);
-    ++e;
-    if (++j == period) j = 0;
-  };
-  if constexpr (Stream) {
-    // Non-temporal stores need an aligned address: the first elements go the scalar way.
-    const uintptr_t align = sizeof(T) * static_cast<uintptr_t>(kLanes);
-    while (e < e1 && reinterpret_cast<uintptr_t>(out + e) % align != 0) scalar();
-  }
-  for (; e + kLanes <= e1; e += kLanes) {
-    prefetch_ahead(x + e, ahead, kLanes);
-    if (Dx) prefetch_ahead(grad.dy + e, ahead, kLanes);
-    const VD vm = hn::LoadU(dd, pm + j);
-    const VD gv = Dx ? grad.load(dd, e) : vm;
-    const VD v3 = Dx ? hn::LoadU(dd, p3 + j) : vm;
-    store_out<Stream>(dd,
-                      elementwise_value<Dx>(load_d(dd, x + e), gv, vm, hn::LoadU(dd, p1 + j),
-                                            hn::LoadU(dd, p2 + j), v3),
-                      out + e);
-    if (Dx && g_out) store_out<Stream>(dd, gv, g_out + e);
-    j += kLanes;
-    if (j >= period) j -= period;
-  }
-  while (e < e1) scalar();
+  walk_periodic<Stream>(
+      out, e0, e1, period,
+      [&](int64_t e, int64_t j) {
+        const double gv = Dx ? grad.at(e) : 0.0;
+        out[e] = elementwise_scalar<Dx, T>(static_cast<double>(x[e]), gv, pm[j], p1[j], p2[j],
+                                           Dx ? p3[j] : 0.0);
+        if (Dx && g_out) g_out[e] = static_cast<T>(gv);
+      },
+      [&](int64_t e, int64_t j) {
+        prefetch_ahead(x + e, ahead, kLanes);
+        if (Dx) prefetch_ahead(grad.dy + e, ahead, kLanes);
+        const VD vm = hn::LoadU(dd, pm + j);
+        const VD gv = Dx ? grad.load(dd, e) : vm;
+        const VD v3 = Dx ? hn::LoadU(dd, p3 + j) : vm;
+        store_out<Stream>(dd,
+                          elementwise_value<Dx>(load_d(dd, x + e), gv, vm, hn::LoadU(dd, p1 + j),
+                                                hn::LoadU(dd, p2 + j), v3),
+                          out + e);
+        if (Dx && g_out) store_out<Stream>(dd, gv, g_out + e);
+      });
 }
 
 // Walks consecutive NCHW planes [q0, q1) of HW ≥ kLanes elements each (channel q mod C) as one
@@ -1624,34 +1636,26 @@ HWY_INLINE void add_relu_periodic(const T* HWY_RESTRICT x, const T* HWY_RESTRICT
                                   int64_t ahead) {
   const DD dd;
   const VD zero = hn::Zero(dd);
-  int64_t e = e0, j = e0 % period;  // j = e mod period
-  auto scalar = [&] {
-    double r = (static_cast<double>(x[e]) - pm[j]) * p1[j] + p2[j];
-    if (z) r += static_cast<double>(z[e]);
-    mask.put(r > 0, 1);
-    out[e] = static_cast<T>(r <= 0 ? 0.0 : r);
-    ++e;
-    if (++j == period) j = 0;
-  };
-  if constexpr (Stream) {
-    const uintptr_t align = sizeof(T) * static_cast<uintptr_t>(kLanes);
-    while (e < e1 && reinterpret_cast<uintptr_t>(out + e) % align != 0) scalar();
-  }
-  for (; e + kLanes <= e1; e += kLanes) {
-    prefetch_ahead(x + e, ahead, kLanes);
-    if (z) prefetch_ahead(z + e, ahead, kLanes);
-    VD r =
-        hn::Add(hn::Mul(hn::Sub(load_d(dd, x + e), hn::LoadU(dd, pm + j)), hn::LoadU(dd, p1 + j)),
-                hn::LoadU(dd, p2 + j));
-    if (z) r = hn::Add(r, load_d(dd, z + e));
-    uint8_t bits[8];  // kLanes ≤ 8 bits: one byte
-    hn::StoreMaskBits(dd, hn::Gt(r, zero), bits);
-    mask.put(bits[0], kLanes);
-    store_out<Stream>(dd, hn::IfThenZeroElse(hn::Le(r, zero), r), out + e);  // NaN stays NaN
-    j += kLanes;
-    if (j >= period) j -= period;
-  }
-  while (e < e1) scalar();
+  walk_periodic<Stream>(
+      out, e0, e1, period,
+      [&](int64_t e, int64_t j) {
+        double r = (static_cast<double>(x[e]) - pm[j]) * p1[j] + p2[j];
+        if (z) r += static_cast<double>(z[e]);
+        mask.put(r > 0, 1);
+        out[e] = static_cast<T>(r <= 0 ? 0.0 : r);
+      },
+      [&](int64_t e, int64_t j) {
+        prefetch_ahead(x + e, ahead, kLanes);
+        if (z) prefetch_ahead(z + e, ahead, kLanes);
+        VD r = hn::Add(
+            hn::Mul(hn::Sub(load_d(dd, x + e), hn::LoadU(dd, pm + j)), hn::LoadU(dd, p1 + j)),
+            hn::LoadU(dd, p2 + j));
+        if (z) r = hn::Add(r, load_d(dd, z + e));
+        uint8_t bits[8];  // kLanes ≤ 8 bits: one byte
+        hn::StoreMaskBits(dd, hn::Gt(r, zero), bits);
+        mask.put(bits[0], kLanes);
+        store_out<Stream>(dd, hn::IfThenZeroElse(hn::Le(r, zero), r), out + e);  // NaN stays NaN
+      });
 }
 
 // In parallel over groups of runs that start on a byte of the mask (runs_per_mask_byte), so that
