@@ -1078,28 +1078,35 @@ struct Coefficients {
 // (rows are not vector-aligned), so a large pass writes through the cache (65536×100 dx 3.5 ms
 // against 1.4 for C = 96); NCHW planes of HW < kLanes elements were all scalar. A thread's rows
 // or planes are one contiguous run instead, and the coefficients of element e are those of
-// channel e mod C (NHWC) or (e / HW) mod C (NCHW): their pattern repeats every
-// lcm(unit, kLanes) elements (unit = C, or C·HW), so each array is laid out once over that
-// period (plus one vector, so that a vector load never wraps) and read at e mod the period.
+// channel e mod C (NHWC) or (e / HW) mod C (NCHW): their pattern repeats every unit = C or C·HW
+// elements, so each array is laid out once over a period of whole units, at least a vector
+// long, plus one vector that continues the pattern (a vector load at any index below the
+// period reads the right coefficients without wrapping), and read at e mod the period.
 // Each element's value is the same expression as before: the same bits.
 // Small NHWC tensors with C ≥ kLanes keep the rows: laying out the arrays costs more than their
-// few scalar elements (256×100 normalize 4.0 → 4.8 µs, 60×100 1.1 → 1.4 µs).
-constexpr int64_t kMaxPeriod = 4096;  // 4 arrays of 32 KiB at most, in L1/L2
+// few scalar elements (256×100 normalize 4.0 → 4.8 µs, 60×100 1.1 → 1.4 µs). Periods up to
+// kMaxPeriod (4 arrays of 128 KiB, in L2): NCHW planes of 3 elements up to 5461 channels.
+constexpr int64_t kMaxPeriod = 16384;
 constexpr int64_t kPeriodicMinElems = int64_t{1} << 18;
 // Elements after which the channel pattern of a tensor repeats: a row (NHWC) or a sample (NCHW).
 inline int64_t pattern_unit(const BatchNormProblem& p) {
   return p.layout == Layout::kNHWC ? p.c : p.c * p.hw;
 }
+// Whole units, at least kLanes elements: an index below it plus kLanes stays below twice it,
+// so walk_periodic wraps with one subtraction.
 inline int64_t coefficient_period(const BatchNormProblem& p) {
   const int64_t unit = pattern_unit(p);
-  return unit / std::gcd(unit, kLanes) * kLanes;  // lcm(unit, kLanes)
+  return unit * ((kLanes + unit - 1) / unit);
 }
 inline bool periodic_runs(const BatchNormProblem& p) {
   const bool unaligned =
       p.layout == Layout::kNHWC
           ? p.c % kLanes != 0 && (p.c < kLanes || p.n * p.hw * p.c >= kPeriodicMinElems)
           : p.hw < kLanes;
-  return unaligned && coefficient_period(p) <= kMaxPeriod;
+  // At least 8 periods: below that, laying out the arrays costs more than the run saves
+  // (4×2000×3 NCHW dx, a 6000-element period: 34 → 44 µs).
+  const int64_t period = coefficient_period(p);
+  return unaligned && period <= kMaxPeriod && p.n * p.c * p.hw >= 8 * period;
 }
 
 // Distinguishes elementwise passes, so that a thread knows whether its periodic coefficients
