@@ -15,7 +15,6 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <numeric>
 #include <type_traits>
 #include <vector>
 
