@@ -48,8 +48,8 @@ BatchNormProblem check_input(const char* fn, const char* name, const Tensor& x) 
       x.is_contiguous(MemoryFormat::kChannelsLast)) {
     p.layout = Layout::kNHWC;
   } else if (x.is_contiguous()) {
-    // (N, C) and (N, C, 1, 1) are laid out exactly as channels-last.
-    p.layout = p.hw == 1 ? Layout::kNHWC : Layout::kNCHW;
+    p.layout = Layout::kNCHW;
+    p = as_rows(p);  // (N, C) and (N, C, 1, 1) are laid out exactly as channels-last
   } else {
     throw ValueError(
         fmt::format("{}: {} must be contiguous or channels_last, got shape {} "

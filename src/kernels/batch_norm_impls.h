@@ -28,6 +28,15 @@ struct BatchNormProblem {
 
 std::string problem_str(const BatchNormProblem& p);
 
+/// p with NCHW and HW = 1 relabelled NHWC: (N, C, 1…) is laid out exactly as channels-last
+/// (element (n, c) at n·C + c either way), and the canonical reduction order depends on (N, HW)
+/// alone, so the relabelling changes no bit and lets kernels use vectors across channels
+/// instead of one-element planes.
+inline BatchNormProblem as_rows(BatchNormProblem p) {
+  if (p.hw == 1) p.layout = Layout::kNHWC;
+  return p;
+}
+
 /// Calls fn(T{}) with T = float or double as `dtype` says: how each backend turns its typed
 /// template kernels into the untyped entry points below.
 template <typename Fn>

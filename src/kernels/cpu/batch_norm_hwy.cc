@@ -1112,6 +1112,19 @@ inline bool periodic_runs(const BatchNormProblem& p) {
 // are those of the current pass.
 std::atomic<uint64_t> g_periodic_passes{0};
 
+// One periodic pass over p: its id, the period and the length of each laid-out array, and the
+// runs (NHWC rows or NCHW planes) of `run` elements that threads take whole.
+struct PeriodicPass {
+  uint64_t pass;
+  int64_t period, len, run, runs;
+};
+inline PeriodicPass periodic_pass(const BatchNormProblem& p) {
+  const bool nhwc = p.layout == Layout::kNHWC;
+  const int64_t period = coefficient_period(p);
+  return {g_periodic_passes.fetch_add(1, std::memory_order_relaxed) + 1, period, period + kLanes,
+          nhwc ? p.c : p.hw, p.n * (nhwc ? p.hw : p.c)};
+}
+
 // A thread's periodic coefficients (4 arrays of period + kLanes doubles) for pass `pass`, kept
 // between passes.
 struct ThreadPeriodicCoefficients {
@@ -1120,9 +1133,9 @@ struct ThreadPeriodicCoefficients {
   hwy::AlignedFreeUniquePtr<double[]> buf;
 };
 
-// The per-channel arrays k (k3 may be null) laid out over the period of p (periodic_runs), 4
-// arrays of period + kLanes doubles one after the other, in this thread's buffer, built once per
-// pass.
+// The per-channel arrays k laid out over the period of p (periodic_runs): 4 arrays of period +
+// kLanes doubles one after the other, in this thread's buffer, built once per pass (the 4th
+// only when k3 is given: dx).
 inline const double* periodic_coefficients(const BatchNormProblem& p, uint64_t pass,
                                            const Coefficients& k) {
   thread_local ThreadPeriodicCoefficients tp;
@@ -1140,7 +1153,7 @@ inline const double* periodic_coefficients(const BatchNormProblem& p, uint64_t p
       b[i] = k.m[ch];
       b[len + i] = k.k1[ch];
       b[2 * len + i] = k.k2[ch];
-      b[3 * len + i] = k.k3 ? k.k3[ch] : 0.0;
+      if (k.k3) b[3 * len + i] = k.k3[ch];  // dx only
     }
     tp.pass = pass;
   }
@@ -1285,10 +1298,7 @@ template <bool Dx, bool Stream, bool Masked, typename T, typename CoefficientSou
 void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked, T> grad,
                         CoefficientSource coefficients, T* out, T* g_out) {
   if (periodic_runs(p)) {
-    const uint64_t pass = g_periodic_passes.fetch_add(1, std::memory_order_relaxed) + 1;
-    const int64_t period = coefficient_period(p), len = period + kLanes;
-    const bool nhwc = p.layout == Layout::kNHWC;
-    const int64_t run = nhwc ? p.c : p.hw, runs = p.n * (nhwc ? p.hw : p.c);  // rows or planes
+    const auto [pass, period, len, run, runs] = periodic_pass(p);
     const int64_t ahead = prefetch_distance<T>(p, 1);
     // Chunks of whole runs, at least 8 periods, so that laying out the arrays costs little.
     const int64_t grain = std::max<int64_t>(1, std::max(kElementwiseGrain, 8 * period) / run);
@@ -1670,10 +1680,7 @@ template <bool Stream, typename T>
 void normalize_add_relu_layout(const BatchNormProblem& p, const T* x, const T* z, const double* m,
                                const double* k1, const double* k2, T* out, uint8_t* mask) {
   if (periodic_runs(p)) {
-    const uint64_t pass = g_periodic_passes.fetch_add(1, std::memory_order_relaxed) + 1;
-    const int64_t period = coefficient_period(p), len = period + kLanes;
-    const bool nhwc = p.layout == Layout::kNHWC;
-    const int64_t run = nhwc ? p.c : p.hw, runs = p.n * (nhwc ? p.hw : p.c);  // rows or planes
+    const auto [pass, period, len, run, runs] = periodic_pass(p);
     const int64_t group = runs_per_mask_byte(run), groups = (runs + group - 1) / group;
     const int64_t grain =
         std::max<int64_t>(1, std::max(kElementwiseGrain, 8 * period) / (run * group));
@@ -1754,17 +1761,9 @@ void normalize_add_relu_t(const BatchNormProblem& p, const T* x, const T* z, con
   }
 }
 
-// NCHW with HW = 1 is the memory of NHWC (N, C): element (n, c) at n·C + c either way, and the
-// canonical order depends on (N, HW) alone, so such problems take the NHWC kernels (vectors
-// across channels) instead of one-element planes (scalar): the same bits.
-inline BatchNormProblem as_rows(BatchNormProblem p) {
-  if (p.hw == 1) p.layout = Layout::kNHWC;
-  return p;
-}
-
 void NormalizeAddRelu(const BatchNormProblem& p0, const void* x, const void* z, const double* mean,
                       const double* scale, const double* shift, void* y, uint8_t* mask) {
-  const BatchNormProblem p = as_rows(p0);
+  const BatchNormProblem p = as_rows(p0);  // NCHW with HW = 1: the NHWC kernels
   dispatch_dtype(p.dtype, [&](auto t) {
     using T = decltype(t);
     normalize_add_relu_t(p, static_cast<const T*>(x), static_cast<const T*>(z), mean, scale, shift,
@@ -1773,7 +1772,7 @@ void NormalizeAddRelu(const BatchNormProblem& p0, const void* x, const void* z, 
 }
 
 void Stats(const BatchNormProblem& p0, const void* x, double* mean, double* var) {
-  const BatchNormProblem p = as_rows(p0);
+  const BatchNormProblem p = as_rows(p0);  // NCHW with HW = 1: the NHWC kernels
   dispatch_dtype(p.dtype, [&](auto t) {
     using T = decltype(t);
     stats_t(p, static_cast<const T*>(x), mean, var);
@@ -1782,7 +1781,7 @@ void Stats(const BatchNormProblem& p0, const void* x, double* mean, double* var)
 
 void Normalize(const BatchNormProblem& p0, const void* x, const double* mean, const double* scale,
                const double* shift, void* y) {
-  const BatchNormProblem p = as_rows(p0);
+  const BatchNormProblem p = as_rows(p0);  // NCHW with HW = 1: the NHWC kernels
   dispatch_dtype(p.dtype, [&](auto t) {
     using T = decltype(t);
     elementwise_t<false>(p, static_cast<const T*>(x), Grad<false, T>{nullptr, nullptr}, mean, scale,
@@ -1792,7 +1791,7 @@ void Normalize(const BatchNormProblem& p0, const void* x, const double* mean, co
 
 void NormalizeInfer(const BatchNormProblem& p0, const void* x, const void* weight, const void* bias,
                     const void* running_mean, const void* running_var, double eps, void* y) {
-  const BatchNormProblem p = as_rows(p0);
+  const BatchNormProblem p = as_rows(p0);  // NCHW with HW = 1: the NHWC kernels
   dispatch_dtype(p.dtype, [&](auto t) {
     using T = decltype(t);
     normalize_infer_t(p, static_cast<const T*>(x), static_cast<const T*>(weight),
@@ -1803,7 +1802,7 @@ void NormalizeInfer(const BatchNormProblem& p0, const void* x, const void* weigh
 
 void BackwardReduce(const BatchNormProblem& p0, const void* x, const void* dy, const uint8_t* mask,
                     const double* mean, double* sum_dy, double* sum_dy_xmu) {
-  const BatchNormProblem p = as_rows(p0);
+  const BatchNormProblem p = as_rows(p0);  // NCHW with HW = 1: the NHWC kernels
   dispatch_dtype(p.dtype, [&](auto t) {
     using T = decltype(t);
     backward_reduce_t(p, static_cast<const T*>(x), static_cast<const T*>(dy), mask, mean, sum_dy,
@@ -1814,7 +1813,7 @@ void BackwardReduce(const BatchNormProblem& p0, const void* x, const void* dy, c
 void BackwardDx(const BatchNormProblem& p0, const void* x, const void* dy, const uint8_t* mask,
                 const double* mean, const double* k_dy, const double* k_xmu, const double* k_const,
                 void* dx, void* g_out) {
-  const BatchNormProblem p = as_rows(p0);
+  const BatchNormProblem p = as_rows(p0);  // NCHW with HW = 1: the NHWC kernels
   dispatch_dtype(p.dtype, [&](auto t) {
     using T = decltype(t);
     const T* xt = static_cast<const T*>(x);
