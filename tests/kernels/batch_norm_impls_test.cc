@@ -56,9 +56,10 @@ const Case kCases[] = {{2, 1, 1},
                        {3, 2060, 12},
                        {1, 2060, 100},
                        // NCHW planes of 3 with a sample of 6000 elements (the elementwise
-                       // passes' coefficient period) and NHWC rows of 7 channels (a block's 8·7
-                       // accumulators in 7 vectors; 37 positions: a masked last chunk).
-                       {4, 2000, 3},
+                       // passes' coefficient period; 16 samples: at least 8 periods, so they
+                       // run periodic) and NHWC rows of 7 channels (a block's 8·7 accumulators
+                       // in 7 vectors; 37 positions: a masked last chunk).
+                       {16, 2000, 3},
                        {37, 7, 1}};
 
 // The registry entry named `name`, or null.
