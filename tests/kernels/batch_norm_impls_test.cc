@@ -60,7 +60,15 @@ const Case kCases[] = {{2, 1, 1},
                        // run periodic) and NHWC rows of 7 channels (a block's 8·7 accumulators
                        // in 7 vectors; 37 positions: a masked last chunk).
                        {16, 2000, 3},
-                       {37, 7, 1}};
+                       {37, 7, 1},
+                       // NCHW rows of 2, 4, 6, 7 (HW < 8: a channels-last copy of each block,
+                       // de-interleaved by vector loads for 2 and 4, or rows rotated into the
+                       // slot lanes); several blocks; 13 and 37 channels end in a partial
+                       // vector; 130 = a 128-channel range and one of 2.
+                       {1100, 13, 2},
+                       {600, 37, 4},
+                       {40, 9, 6},
+                       {50, 130, 7}};
 
 // The registry entry named `name`, or null.
 const BatchNormImpl* find_impl(const std::string& name) {

@@ -105,8 +105,6 @@ struct Grad {
       return v;
     }
   }
-  // Only for the scalar definition: the mask when Masked, else null.
-  const uint8_t* mask_or_null() const { return Masked ? mask : nullptr; }
 };
 
 // Passes over tensors at least this large (two cores' L2; not tuned) prefetch their inputs
@@ -673,15 +671,8 @@ HWY_INLINE void nchw_item_sums(const BatchNormProblem& p, const T* x, const Grad
                        ? mean[c0 + j]
                        : block_shift(static_cast<double>(x[(r.n0 * p.c + c0 + j) * p.hw + r.s0]));
   }
-  if (p.hw < kSlots) {
-    // Rows shorter than a slot cycle, on vectors narrower than the 8 slots (AVX-512 reads them
-    // with nchw_short_range_sums): the scalar definition.
-    for (int64_t j = 0; j < cn; ++j) {
-      const int64_t off = (c0 + j) * p.hw;
-      block_sums_scalar<Backward>(x + off, Backward ? grad.dy + off : nullptr, p.c * p.hw, 1, p.hw,
-                                  r, out[j].shift, out[j].sum, grad.mask_or_null(), off);
-    }
-  } else if (cn == kGroup) {
+  // Rows of HW < 8 never come here (block_sums_t reads them as (block, channel range) items).
+  if (cn == kGroup) {
     nchw_block_sums<kGroup, Backward>(p, x, grad, c0, r, out);
   } else {
     for (int64_t j = 0; j < cn; ++j) nchw_block_sums<1, Backward>(p, x, grad, c0 + j, r, out + j);
@@ -775,6 +766,19 @@ struct NhwcScratch {
   int64_t width = 0;
   hwy::AlignedFreeUniquePtr<double[]> acc, shift;
   std::vector<BlockSums> out;
+  // Transposed NCHW blocks (nchw_short_transposed_sums), grown on demand.
+  hwy::AlignedFreeUniquePtr<uint8_t[]> block;
+  std::size_t block_bytes = 0;
+
+  template <typename T>
+  T* block_of(int64_t elems) {
+    const std::size_t bytes = static_cast<std::size_t>(elems) * sizeof(T);
+    if (block_bytes < bytes) {
+      block = hwy::AllocateAligned<uint8_t>(bytes);
+      block_bytes = bytes;
+    }
+    return reinterpret_cast<T*>(block.get());
+  }
 
   static NhwcScratch& of_thread(int64_t width) {
     thread_local NhwcScratch scratch;
@@ -789,6 +793,106 @@ struct NhwcScratch {
   }
 };
 
+// Whether an NCHW reduction with rows of hw < 8 elements rotates each row into the slot lanes
+// (nchw_short_range_sums, AVX-512 only) rather than adding a channels-last copy of the block
+// (nchw_short_transposed_sums). The copy de-interleaves rows of 2, 3 or 4 with vector loads
+// and the rest element by element; measured on AVX-512 (driver, medians of 20 calls, 3
+// alternating runs), copy against rotation: statistics 8192×256×3 1.30–1.47 vs 2.16–2.19 ms,
+// 8192×256×4 1.57–2.26 vs 2.01–2.18, 4096×512×2 0.85–0.89 vs 1.92–2.06; backward sums
+// 8192×256×3 3.05–3.65 vs 3.36–3.68, 4096×512×2 1.65–1.92 vs 2.54–2.80, but 8192×256×4
+// 3.6–4.2 vs 2.9–3.3, and with HW = 7 (element-by-element copy) 3.3 vs 1.06 (statistics) and
+// 5.6 vs 2.1 (sums). Other targets have no rotation (8 slots span 2 or 4 vectors) and copy:
+// AVX2, against the scalar definition they used before, 8192×256×4 statistics 9.1 → 2.2 ms,
+// sums 14.3 → 4.6; 4096×512×2 8.0 → 1.1 and 13.0 → 2.2; 4096×256×7 8.4 → 3.0, 10.1 → 5.8.
+template <bool Backward>
+constexpr bool nchw_rotated_rows(int64_t hw) {
+  return kLanes == kSlots && (hw >= 5 || (hw == 4 && Backward));
+}
+
+// Copies the HW elements of each of `cw` rows at src (consecutive rows of HW < 8 elements: the
+// range's part of one sample of an NCHW tensor) to dst as HW rows of cw elements, element k of
+// row i at dst[k·cw + i]: channels-last. Highway's de-interleaving loads where HW is 2, 3 or 4,
+// element by element otherwise (and for the last cw mod lanes rows).
+template <typename T>
+HWY_INLINE void transpose_short_rows(const T* HWY_RESTRICT src, int64_t hw, int64_t cw,
+                                     T* HWY_RESTRICT dst) {
+  const hn::ScalableTag<T> d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  int64_t i = 0;
+  if (hw == 2) {
+    for (; i + lanes <= cw; i += lanes) {
+      hn::Vec<decltype(d)> v0, v1;
+      hn::LoadInterleaved2(d, src + i * 2, v0, v1);
+      hn::StoreU(v0, d, dst + i);
+      hn::StoreU(v1, d, dst + cw + i);
+    }
+  } else if (hw == 3) {
+    for (; i + lanes <= cw; i += lanes) {
+      hn::Vec<decltype(d)> v0, v1, v2;
+      hn::LoadInterleaved3(d, src + i * 3, v0, v1, v2);
+      hn::StoreU(v0, d, dst + i);
+      hn::StoreU(v1, d, dst + cw + i);
+      hn::StoreU(v2, d, dst + 2 * cw + i);
+    }
+  } else if (hw == 4) {
+    for (; i + lanes <= cw; i += lanes) {
+      hn::Vec<decltype(d)> v0, v1, v2, v3;
+      hn::LoadInterleaved4(d, src + i * 4, v0, v1, v2, v3);
+      hn::StoreU(v0, d, dst + i);
+      hn::StoreU(v1, d, dst + cw + i);
+      hn::StoreU(v2, d, dst + 2 * cw + i);
+      hn::StoreU(v3, d, dst + 3 * cw + i);
+    }
+  }
+  for (; i < cw; ++i) {
+    for (int64_t k = 0; k < hw; ++k) dst[k * cw + i] = src[i * hw + k];
+  }
+}
+
+// The sums of block r for channels [c0, c0 + cw) of an NCHW tensor with HW < 8, through a
+// channels-last copy. In such a block element (n, s) of a channel takes slot (n − n0)·HW + s
+// mod 8, its block-linear position mod 8, the slot an NHWC block gives the position of that
+// index; so the block's rows, copied sample by sample into `positions × cw` channels-last rows
+// (the range's cw·HW elements of a sample are contiguous: sequential reads), are an NHWC block
+// of cw channels that nhwc_block_sums adds up in the canonical order, with its vectors across
+// channels on every target. The gradient is copied with the ReLU mask applied (+0.0 where a
+// bit is clear, what Grad::at reads). The next sample's part is prefetched while one is copied.
+template <bool Backward, bool Masked, typename T>
+HWY_NOINLINE void nchw_short_transposed_sums(const BatchNormProblem& p, const T* HWY_RESTRICT x,
+                                             const Grad<Masked, T> grad,
+                                             const double* HWY_RESTRICT mean, int64_t c0,
+                                             int64_t cw, const BlockRange r, NhwcScratch& scratch,
+                                             BlockSums* HWY_RESTRICT out) {
+  const int64_t hw = p.hw, rows = r.n1 - r.n0, positions = rows * hw, part = cw * hw;
+  T* HWY_RESTRICT tx = scratch.block_of<T>((Backward ? 2 : 1) * positions * cw);
+  T* HWY_RESTRICT tg = tx + positions * cw;
+  constexpr int64_t kLineElems = 64 / static_cast<int64_t>(sizeof(T));
+  for (int64_t n = r.n0; n < r.n1; ++n) {
+    const int64_t e = (n * p.c + c0) * hw;  // memory index of the part's first element
+    if (n + 1 < p.n) {
+      for (int64_t l = 0; l < part; l += kLineElems) {
+        hwy::Prefetch(x + e + p.c * hw + l);
+        if (Backward) hwy::Prefetch(grad.dy + e + p.c * hw + l);
+      }
+    }
+    const int64_t o = (n - r.n0) * hw * cw;
+    transpose_short_rows(x + e, hw, cw, tx + o);
+    if constexpr (Masked) {
+      for (int64_t i = 0; i < cw; ++i) {
+        for (int64_t k = 0; k < hw; ++k) {
+          tg[o + k * cw + i] = static_cast<T>(grad.at(e + i * hw + k));
+        }
+      }
+    } else if constexpr (Backward) {
+      transpose_short_rows(grad.dy + e, hw, cw, tg + o);
+    }
+  }
+  const BatchNormProblem block{rows, cw, hw, Layout::kNHWC, p.dtype};
+  nhwc_block_sums<Backward>(block, tx, Grad<false, T>{tg, nullptr}, mean + c0, 0, cw,
+                            BlockRange{0, rows, 0, hw}, scratch.acc.get(), scratch.shift.get(),
+                            out);
+}
+
 // The BlockSums of every (channel, block), in parallel over work items fixed by the shape:
 // (group of kGroup channels, block) for NCHW, channel-major, so that consecutive items read
 // consecutive rows of the same channels (block-major order measured the same or up to 15%
@@ -802,9 +906,9 @@ void block_sums_t(const BatchNormProblem& p, const T* x, const Grad<Masked, T> g
   // With one block per channel each item finishes its channels from its own sums (below), so
   // the (channel, block) table is only needed for several blocks.
   std::vector<BlockSums> partial(static_cast<std::size_t>(nb > 1 ? p.c * nb : 0));
-  // NCHW rows of HW < 8 on AVX-512: (block, range of channels) items like NHWC, read sample by
-  // sample (nchw_short_range_sums).
-  const bool nchw_short = p.layout == Layout::kNCHW && p.hw < kSlots && kLanes == kSlots;
+  // NCHW rows of HW < 8: (block, range of channels) items like NHWC, read sample by sample
+  // (nchw_short_range_sums or nchw_short_transposed_sums, nchw_rotated_rows).
+  const bool nchw_short = p.layout == Layout::kNCHW && p.hw < kSlots;
   if (p.layout == Layout::kNCHW && !nchw_short) {
     const int64_t groups = (p.c + kGroup - 1) / kGroup;
     const int64_t grain =
@@ -842,13 +946,17 @@ void block_sums_t(const BatchNormProblem& p, const T* x, const Grad<Masked, T> g
         const int64_t c0 = item / nb * range, b = item % nb;
         const int64_t cw = std::min(range, p.c - c0);
         BlockSums* out = scratch.out.data();
-        if constexpr (kLanes == kSlots && sizeof(T) > 0) {  // dependent: AVX-512 only
-          if (nchw_short) {
-            nchw_short_range_sums<Backward>(p, x, grad, mean, c0, cw, plan.range(b, p.hw),
-                                            scratch.acc.get(), out);
+        if (nchw_short) {
+          if (nchw_rotated_rows<Backward>(p.hw)) {
+            if constexpr (kLanes == kSlots && sizeof(T) > 0) {  // dependent: AVX-512 only
+              nchw_short_range_sums<Backward>(p, x, grad, mean, c0, cw, plan.range(b, p.hw),
+                                              scratch.acc.get(), out);
+            }
+          } else {
+            nchw_short_transposed_sums<Backward>(p, x, grad, mean, c0, cw, plan.range(b, p.hw),
+                                                 scratch, out);
           }
-        }
-        if (!nchw_short) {
+        } else {
           nhwc_block_sums<Backward>(p, x, grad, mean, c0, cw, plan.range(b, p.hw),
                                     scratch.acc.get(), scratch.shift.get(), out);
         }
