@@ -856,7 +856,8 @@ HWY_INLINE void transpose_short_rows(const T* HWY_RESTRICT src, int64_t hw, int6
 // (the range's cw·HW elements of a sample are contiguous: sequential reads), are an NHWC block
 // of cw channels that nhwc_block_sums adds up in the canonical order, with its vectors across
 // channels on every target. The gradient is copied with the ReLU mask applied (+0.0 where a
-// bit is clear, what Grad::at reads). The next sample's part is prefetched while one is copied.
+// bit is clear, what Grad::load and Grad::at read). The next sample's part is prefetched while one
+// is copied.
 template <bool Backward, bool Masked, typename T>
 HWY_NOINLINE void nchw_short_transposed_sums(const BatchNormProblem& p, const T* HWY_RESTRICT x,
                                              const Grad<Masked, T> grad,
@@ -864,8 +865,9 @@ HWY_NOINLINE void nchw_short_transposed_sums(const BatchNormProblem& p, const T*
                                              int64_t cw, const BlockRange r, NhwcScratch& scratch,
                                              BlockSums* HWY_RESTRICT out) {
   const int64_t hw = p.hw, rows = r.n1 - r.n0, positions = rows * hw, part = cw * hw;
-  T* HWY_RESTRICT tx = scratch.block_of<T>((Backward ? 2 : 1) * positions * cw);
+  T* HWY_RESTRICT tx = scratch.block_of<T>((Backward ? 2 : 1) * positions * cw + part);
   T* HWY_RESTRICT tg = tx + positions * cw;
+  T* HWY_RESTRICT masked = tx + (Backward ? 2 : 1) * positions * cw;  // one part (Masked)
   constexpr int64_t kLineElems = 64 / static_cast<int64_t>(sizeof(T));
   for (int64_t n = r.n0; n < r.n1; ++n) {
     const int64_t e = (n * p.c + c0) * hw;  // memory index of the part's first element
@@ -878,11 +880,13 @@ HWY_NOINLINE void nchw_short_transposed_sums(const BatchNormProblem& p, const T*
     const int64_t o = (n - r.n0) * hw * cw;
     transpose_short_rows(x + e, hw, cw, tx + o);
     if constexpr (Masked) {
-      for (int64_t i = 0; i < cw; ++i) {
-        for (int64_t k = 0; k < hw; ++k) {
-          tg[o + k * cw + i] = static_cast<T>(grad.at(e + i * hw + k));
-        }
-      }
+      // The masked gradient of the part in memory order (vectors of kLanes, whose mask bits
+      // are one byte), then transposed.
+      const DD dd;
+      int64_t j = 0;
+      for (; j + kLanes <= part; j += kLanes) store_d(dd, grad.load(dd, e + j), masked + j);
+      for (; j < part; ++j) masked[j] = static_cast<T>(grad.at(e + j));
+      transpose_short_rows(masked, hw, cw, tg + o);
     } else if constexpr (Backward) {
       transpose_short_rows(grad.dy + e, hw, cw, tg + o);
     }
