@@ -798,12 +798,13 @@ struct NhwcScratch {
 // (nchw_short_transposed_sums). The copy de-interleaves rows of 2, 3 or 4 with vector loads
 // and the rest element by element; measured on AVX-512 (driver, medians of 20 calls, 3
 // alternating runs), copy against rotation: statistics 8192×256×3 1.30–1.47 vs 2.16–2.19 ms,
-// 8192×256×4 1.57–2.26 vs 2.01–2.18, 4096×512×2 0.85–0.89 vs 1.92–2.06; backward sums
+// 8192×256×4 1.57–2.26 vs 2.01–2.57, 4096×512×2 0.85–0.91 vs 1.92–2.06; backward sums
 // 8192×256×3 3.05–3.65 vs 3.36–3.68, 4096×512×2 1.65–1.92 vs 2.54–2.80, but 8192×256×4
-// 3.6–4.2 vs 2.9–3.3, and with HW = 7 (element-by-element copy) 3.3 vs 1.06 (statistics) and
-// 5.6 vs 2.1 (sums). Other targets have no rotation (8 slots span 2 or 4 vectors) and copy:
-// AVX2, against the scalar definition they used before, 8192×256×4 statistics 9.1 → 2.2 ms,
-// sums 14.3 → 4.6; 4096×512×2 8.0 → 1.1 and 13.0 → 2.2; 4096×256×7 8.4 → 3.0, 10.1 → 5.8.
+// 3.6–4.4 vs 2.9–3.6, and with HW = 7 (element-by-element copy) 2.6–3.3 vs 1.06–1.10
+// (statistics) and 5.6–6.1 vs 2.0–2.1 (sums). Other targets have no rotation (8 slots span 2 or 4
+// vectors) and copy: AVX2, against the scalar definition they used before, 8192×256×4
+// statistics 9.1 → 2.2 ms, sums 14.3 → 4.6; 4096×512×2 8.0 → 1.1 and 13.0 → 2.2; 4096×256×7 8.4
+// → 3.0, 10.1 → 5.8.
 template <bool Backward>
 constexpr bool nchw_rotated_rows(int64_t hw) {
   return kLanes == kSlots && (hw >= 5 || (hw == 4 && Backward));
