@@ -177,6 +177,14 @@ void normalize_infer(const BatchNormProblem& p, const void* x, const void* weigh
                      const void* running_mean, const void* running_var, double eps, void* y);
 /// The instruction set HWY_DYNAMIC_DISPATCH picked on this machine ("AVX3", "AVX2", …).
 const char* target_name();
+/// Caps the instruction sets cpu:hwy dispatches to at `name`, a Highway target name as
+/// target_name() reports it ("AVX2", "SSE4", …): for measuring what a machine without the newer
+/// ones would run. Results do not change (every target gives the same bits). Returns "" or, for a
+/// name this machine and build do not support, an error message listing the ones they do.
+std::string limit_simd(const std::string& name);
+/// Applies the environment variable BNORM_SIMD (limit_simd) once, before the first dispatch;
+/// every cpu:hwy entry point calls it. Throws ValueError if the variable names no supported target.
+void apply_simd_env();
 /// The bytes of all tensors of an elementwise pass together (inputs and outputs) above which it
 /// writes its output with non-temporal stores: the L3 the system reports, clamped to 32–64 MiB.
 std::size_t stream_limit_bytes();

@@ -321,6 +321,24 @@ TEST(BatchNormImpls, HighwayKernelOnEverySupportedTarget) {
   EXPECT_GE(tested, 1);
 }
 
+// limit_simd (BNORM_SIMD) caps the dispatch at a named target, and names the supported ones
+// when given another name.
+TEST(BatchNormImpls, SimdLimitCapsTheTarget) {
+  const std::vector<int64_t> targets = hwy::SupportedAndGeneratedTargets();
+  ASSERT_FALSE(targets.empty());
+  const std::string best = hwy::TargetName(targets.front());
+  const std::string lowest = hwy::TargetName(targets.back());
+  EXPECT_EQ(cpu_hwy::limit_simd(lowest), "");
+  EXPECT_EQ(std::string(cpu_hwy::target_name()), lowest);
+  hwy::DisableTargets(0);  // undo the cap for the other tests
+  EXPECT_EQ(std::string(cpu_hwy::target_name()), best);
+  const std::string error = cpu_hwy::limit_simd("AVX9");
+  EXPECT_NE(error.find("BNORM_SIMD"), std::string::npos) << error;
+  EXPECT_NE(error.find("got AVX9"), std::string::npos) << error;
+  EXPECT_NE(error.find(best), std::string::npos) << error;
+  EXPECT_EQ(std::string(cpu_hwy::target_name()), best);
+}
+
 TEST(BatchNormImpls, RegistryEndsWithReference) {
   auto impls = batch_norm_impls();
   ASSERT_GE(impls.size(), 2u);

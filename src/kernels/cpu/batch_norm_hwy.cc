@@ -15,15 +15,21 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 #include <vector>
 
 #include <unistd.h>
 
+#include <fmt/format.h>
+
+#include "bnorm/error.h"
 #include "bnorm/parallel.h"
 #include "hwy/aligned_allocator.h"
 #include "hwy/cache_control.h"
 #include "hwy/highway.h"
+#include "hwy/targets.h"
 #include "kernels/batch_norm_impls.h"
 #include "kernels/reduction_order.h"
 #include "kernels/relu_mask_bits.h"
@@ -2048,44 +2054,86 @@ void set_stream_limit_bytes(std::size_t bytes) {
   g_stream_limit.store(bytes, std::memory_order_relaxed);
 }
 
+std::string limit_simd(const std::string& name) {
+  std::string names;
+  for (const int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    if (name == hwy::TargetName(target)) {
+      // On x86 a lower bit is a newer instruction set: disable every target above this one.
+      hwy::DisableTargets(HWY_TARGETS & (target - 1));
+      return "";
+    }
+    names += fmt::format(" {}", hwy::TargetName(target));
+  }
+  return fmt::format(
+      "BNORM_SIMD must name an instruction set this machine and build support:{}; "
+      "got {}",
+      names, name);
+}
+
+namespace {
+// BNORM_SIMD, applied before the first dispatch: its error, or "" (valid or unset).
+const std::string& simd_env_error() {
+  static const std::string error = [] {
+    const char* v = std::getenv("BNORM_SIMD");
+    return v && *v ? limit_simd(v) : std::string();
+  }();
+  return error;
+}
+}  // namespace
+
+void apply_simd_env() {
+  if (const std::string& e = simd_env_error(); !e.empty()) throw ValueError(e);
+}
+
 void normalize_add_relu(const BatchNormProblem& p, const void* x, const void* z, const double* mean,
                         const double* scale, const double* shift, void* y, uint8_t* mask) {
+  apply_simd_env();
   HWY_DYNAMIC_DISPATCH(NormalizeAddRelu)(p, x, z, mean, scale, shift, y, mask);
 }
 
 void stats(const BatchNormProblem& p, const void* x, double* mean, double* var) {
+  apply_simd_env();
   HWY_DYNAMIC_DISPATCH(Stats)(p, x, mean, var);
 }
 void normalize(const BatchNormProblem& p, const void* x, const double* mean, const double* scale,
                const double* shift, void* y) {
+  apply_simd_env();
   HWY_DYNAMIC_DISPATCH(Normalize)(p, x, mean, scale, shift, y);
 }
 void backward_reduce(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
                      const double* mean, double* sum_dy, double* sum_dy_xmu) {
+  apply_simd_env();
   HWY_DYNAMIC_DISPATCH(BackwardReduce)(p, x, dy, mask, mean, sum_dy, sum_dy_xmu);
 }
 void backward_dx(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
                  const double* mean, const double* k_dy, const double* k_xmu, const double* k_const,
                  void* dx, void* g_out) {
+  apply_simd_env();
   HWY_DYNAMIC_DISPATCH(BackwardDx)(p, x, dy, mask, mean, k_dy, k_xmu, k_const, dx, g_out);
 }
 bool forward_train_sweep(const BatchNormProblem& p, const void* x, double* mean, double* var,
                          ChannelCallback coeffs, const double* scale, const double* shift,
                          void* y) {
+  apply_simd_env();
   return HWY_DYNAMIC_DISPATCH(ForwardTrainSweep)(p, x, mean, var, coeffs, scale, shift, y);
 }
 bool backward_sweep(const BatchNormProblem& p, const void* x, const void* dy, const uint8_t* mask,
                     const double* mean, double* sum_dy, double* sum_dy_xmu, ChannelCallback coeffs,
                     const double* k_dy, const double* k_xmu, const double* k_const, void* dx,
                     void* g_out) {
+  apply_simd_env();
   return HWY_DYNAMIC_DISPATCH(BackwardSweep)(p, x, dy, mask, mean, sum_dy, sum_dy_xmu, coeffs, k_dy,
                                              k_xmu, k_const, dx, g_out);
 }
 void normalize_infer(const BatchNormProblem& p, const void* x, const void* weight, const void* bias,
                      const void* running_mean, const void* running_var, double eps, void* y) {
+  apply_simd_env();
   HWY_DYNAMIC_DISPATCH(NormalizeInfer)(p, x, weight, bias, running_mean, running_var, eps, y);
 }
-const char* target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
+const char* target_name() {
+  apply_simd_env();
+  return HWY_DYNAMIC_DISPATCH(TargetName)();
+}
 
 }  // namespace bnorm::kernels::cpu_hwy
 #endif  // HWY_ONCE
