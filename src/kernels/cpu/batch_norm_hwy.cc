@@ -547,19 +547,30 @@ HWY_INLINE void nhwc_narrow_dispatch(int64_t c, const BatchNormProblem& p, const
 // as runs whose slots count up from 0 (see slot_of): each row segment (HW ≥ 8), or the whole
 // block (HW < 8, where consecutive rows are consecutive positions). `acc` holds 2 × 8 × cw
 // doubles with rows padded to padded_channels(cw), `shift` cw.
-template <bool Backward, bool Masked, typename T>
+struct NoFill {};
+
+template <bool Backward, bool Masked, typename T, class Fill = NoFill>
 HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRICT x,
                                   const Grad<Masked, T> grad, const double* HWY_RESTRICT mean,
                                   int64_t c0, int64_t cw, const BlockRange r,
                                   double* HWY_RESTRICT acc, double* HWY_RESTRICT shift,
-                                  BlockSums* HWY_RESTRICT out) {
+                                  BlockSums* HWY_RESTRICT out, Fill fill = {}) {
+  constexpr bool kFill = !std::is_same_v<Fill, NoFill>;
   const int64_t c = p.c, hw = p.hw;
-  if (cw == c && c > 0 && c < kSlots) {  // whole rows of fewer than 8 channels
-    return nhwc_narrow_dispatch<1, Backward>(c, p, x, grad, mean, r, out);
+  if constexpr (!kFill) {
+    if (cw == c && c > 0 && c < kSlots) {  // whole rows of fewer than 8 channels
+      return nhwc_narrow_dispatch<1, Backward>(c, p, x, grad, mean, r, out);
+    }
   }
   const int64_t first = r.n0 * hw + r.s0;  // position of element (n0, s0)
   for (int64_t i = 0; i < cw; ++i) {
-    shift[i] = Backward ? mean[c0 + i] : block_shift(static_cast<double>(x[first * c + c0 + i]));
+    double first_x = 0;
+    if constexpr (kFill) {
+      first_x = fill.first(i);
+    } else {
+      first_x = static_cast<double>(x[first * c + c0 + i]);
+    }
+    shift[i] = Backward ? mean[c0 + i] : block_shift(first_x);
     out[i].shift = shift[i];
   }
   // Runs: `rows` of `len` positions, the first at position `start`, `stride` positions apart.
@@ -616,7 +627,16 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   };
   for (int64_t u = 0; u < units; ++u) {
     const Unit w = unit(u);
-    if (u + 1 < units) {
+    const T* xu = x;
+    Grad<Masked, T> gu = grad;
+    int64_t su = start;
+    if constexpr (kFill) {  // the unit's positions, from position b on, at fill.x / fill.dy
+      const int64_t b = fill(w.q0, w.q1);
+      xu = fill.x;
+      gu.dy = fill.dy;
+      su = -b;
+      px.k = pg.k = pm.k = px.count = pg.count = pm.count = 0;
+    } else if (u + 1 < units) {
       plan_prefetch(unit(u + 1));
     } else {
       px.k = pg.k = pm.k = px.count = pg.count = pm.count = 0;
@@ -628,8 +648,8 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
     auto walks = [&](auto vectors) {
       constexpr int64_t V = decltype(vectors)::value;
       for (; i + V * kLanes <= cv; i += V * kLanes) {
-        nhwc_slot_walks<V, Backward>(x, grad, start, stride, c, c0 + i, w.row, w.row_end, w.q0,
-                                     w.q1, acc + i, acc2 + i, cs, shift + i, px, pg, pm);
+        nhwc_slot_walks<V, Backward>(xu, gu, su, stride, c, c0 + i, w.row, w.row_end, w.q0, w.q1,
+                                     acc + i, acc2 + i, cs, shift + i, px, pg, pm);
       }
     };
     walks(std::integral_constant<int64_t, 4>{});
@@ -637,7 +657,7 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
     walks(std::integral_constant<int64_t, 1>{});
     if (cv < cw) {
       nhwc_slot_walks<1, Backward, Masked, T, /*Tail=*/true>(
-          x, grad, start, stride, c, c0 + cv, w.row, w.row_end, w.q0, w.q1, acc + cv, acc2 + cv, cs,
+          xu, gu, su, stride, c, c0 + cv, w.row, w.row_end, w.q0, w.q1, acc + cv, acc2 + cv, cs,
           shift + cv, px, pg, pm, cw - cv);
     }
     while (px.k != px.count) px.step();  // more lines than walk steps (narrow ranges)
@@ -801,19 +821,66 @@ struct NhwcScratch {
 
 // Whether an NCHW reduction with rows of hw < 8 elements rotates each row into the slot lanes
 // (nchw_short_range_sums, AVX-512 only) rather than adding a channels-last copy of the block
-// (nchw_short_transposed_sums). The copy de-interleaves rows of 2, 3 or 4 with vector loads
-// and the rest element by element; measured on AVX-512 (driver, medians of 20 calls, 3
-// alternating runs), copy against rotation: statistics 8192×256×3 1.30–1.47 vs 2.16–2.19 ms,
-// 8192×256×4 1.57–2.26 vs 2.01–2.57, 4096×512×2 0.85–0.91 vs 1.92–2.06; backward sums
-// 8192×256×3 3.05–3.65 vs 3.36–3.68, 4096×512×2 1.65–1.92 vs 2.54–2.80, but 8192×256×4
-// 3.6–4.4 vs 2.9–3.6, and with HW = 7 (element-by-element copy) 2.6–3.3 vs 1.06–1.10
-// (statistics) and 5.6–6.1 vs 2.0–2.1 (sums). Other targets have no rotation (8 slots span 2 or 4
-// vectors) and copy: AVX2, against the scalar definition they used before, 8192×256×4
-// statistics 9.1 → 2.2 ms, sums 14.3 → 4.6; 4096×512×2 8.0 → 1.1 and 13.0 → 2.2; 4096×256×7 8.4
-// → 3.0, 10.1 → 5.8.
+// (nchw_short_transposed_sums). Measured on AVX-512 (driver, medians of 20 calls, 2–3
+// alternating runs), copy a unit at a time against rotation: statistics 8192×256×3 1.02–1.10
+// vs 1.91–2.09 ms, 8192×256×4 1.65–1.76 vs 1.98–2.01, 4096×512×2 0.71–0.79 vs 1.88–2.14;
+// backward sums 8192×256×3 2.51–2.79 vs 3.01–3.21, 4096×512×2 1.29–1.46 vs 2.44–2.70; but sums
+// 8192×256×4 3.30–3.72 vs 3.03–3.47, and rows of 5–7 (the 8×8 transposes) statistics
+// 1.22–1.74 vs 1.02–1.13 (1.61 once), sums 2.75–3.44 vs 1.86–2.03. (The whole block copied
+// before its walks, the first version: 8192×256×4 sums 3.6–4.4; rows of 7 copied element by
+// element 2.6–3.3 / 5.6–6.1.) Other targets have no rotation (8 slots span 2 or 4 vectors) and
+// copy: AVX2, against the scalar definition they used before, 8192×256×4 statistics 9.1 →
+// 1.8–2.0 ms, sums 14.3 → 3.4–3.8; 4096×512×2 8.0 → 0.8–0.9 and 13.0 → 1.6–1.7; 4096×256×7
+// 8.4 → 1.6, 10.1 → 3.6–3.7.
 template <bool Backward>
 constexpr bool nchw_rotated_rows(int64_t hw) {
   return kLanes == kSlots && (hw >= 5 || (hw == 4 && Backward));
+}
+
+// transpose_short_rows for float rows of 5–7 elements, 8 rows at a time from row i on (advanced
+// past them): the 8 rows loaded as 8 vectors of 8 floats (the last one masked, so that nothing
+// past row cw − 1 is read) and transposed in registers, 24 shuffles, where Highway has no
+// de-interleaving load. Needs vectors of 8 floats (AVX2, AVX-512); elsewhere it does nothing.
+// (Element by element these rows copied at ~1.5 cycles per element: 4096×256×7 statistics
+// 2.4–2.6 ms on AVX2, against 1.0 for the row rotation on AVX-512.)
+HWY_INLINE void transpose_rows_8x8(const float* HWY_RESTRICT src, int64_t hw, int64_t cw,
+                                   float* HWY_RESTRICT dst, int64_t& i) {
+#if HWY_TARGET == HWY_SCALAR  // no InterleaveLower; one lane anyway
+  (void)src, (void)hw, (void)cw, (void)dst, (void)i;
+#else
+  const hn::CappedTag<float, 8> d;
+  if constexpr (hn::MaxLanes(d) == 8) {
+    using V = hn::Vec<decltype(d)>;
+    const hn::Repartition<double, decltype(d)> d64;
+    auto lo64 = [&](V a, V b) {
+      return hn::BitCast(d, hn::InterleaveLower(d64, hn::BitCast(d64, a), hn::BitCast(d64, b)));
+    };
+    auto hi64 = [&](V a, V b) {
+      return hn::BitCast(d, hn::InterleaveUpper(d64, hn::BitCast(d64, a), hn::BitCast(d64, b)));
+    };
+    for (; i + 8 <= cw; i += 8) {
+      V r[8];
+      for (int64_t j = 0; j < 7; ++j) r[j] = hn::LoadU(d, src + (i + j) * hw);
+      r[7] = i + 8 < cw
+                 ? hn::LoadU(d, src + (i + 7) * hw)
+                 : hn::MaskedLoad(hn::FirstN(d, static_cast<size_t>(hw)), d, src + (i + 7) * hw);
+      // Rows a…h: t0 = a0 b0 a1 b1 | a4 b4 a5 b5, t1 = a2 b2 a3 b3 | a6 b6 a7 b7, …
+      V t[8];
+      for (int64_t j = 0; j < 4; ++j) {
+        t[2 * j] = hn::InterleaveLower(d, r[2 * j], r[2 * j + 1]);
+        t[2 * j + 1] = hn::InterleaveUpper(d, r[2 * j], r[2 * j + 1]);
+      }
+      // u0 = a0 b0 c0 d0 | a4 b4 c4 d4, u1 = element 1 | 5, u2 = 2 | 6, u3 = 3 | 7; u4–u7 e…h.
+      const V u[8] = {lo64(t[0], t[2]), hi64(t[0], t[2]), lo64(t[1], t[3]), hi64(t[1], t[3]),
+                      lo64(t[4], t[6]), hi64(t[4], t[6]), lo64(t[5], t[7]), hi64(t[5], t[7])};
+      for (int64_t k = 0; k < hw; ++k) {
+        const V col = k < 4 ? hn::ConcatLowerLower(d, u[k + 4], u[k])
+                            : hn::ConcatUpperUpper(d, u[k], u[k - 4]);
+        hn::StoreU(col, d, dst + k * cw + i);
+      }
+    }
+  }
+#endif
 }
 
 // Copies the HW elements of each of `cw` rows at src (consecutive rows of HW < 8 elements: the
@@ -851,20 +918,53 @@ HWY_INLINE void transpose_short_rows(const T* HWY_RESTRICT src, int64_t hw, int6
       hn::StoreU(v3, d, dst + 3 * cw + i);
     }
   }
+  if constexpr (std::is_same_v<T, float>) {
+    if (hw > 4) transpose_rows_8x8(src, hw, cw, dst, i);
+  }
   for (; i < cw; ++i) {
     for (int64_t k = 0; k < hw; ++k) dst[k * cw + i] = src[i * hw + k];
+  }
+}
+
+template <bool Backward, bool Masked, typename T>
+HWY_INLINE void transpose_sample(const BatchNormProblem& p, const T* HWY_RESTRICT x,
+                                 const Grad<Masked, T> grad, int64_t c0, int64_t cw, int64_t n,
+                                 T* HWY_RESTRICT tx, T* HWY_RESTRICT tg, T* HWY_RESTRICT masked) {
+  const int64_t hw = p.hw, part = cw * hw;
+  const int64_t e = (n * p.c + c0) * hw;  // memory index of the part's first element
+  constexpr int64_t kLineElems = 64 / static_cast<int64_t>(sizeof(T));
+  if (n + 1 < p.n) {
+    for (int64_t l = 0; l < part; l += kLineElems) {
+      hwy::Prefetch(x + e + p.c * hw + l);
+      if (Backward) hwy::Prefetch(grad.dy + e + p.c * hw + l);
+    }
+  }
+  transpose_short_rows(x + e, hw, cw, tx);
+  if constexpr (Masked) {
+    // The masked gradient of the part in memory order (vectors of kLanes, whose mask bits are
+    // one byte), then transposed.
+    const DD dd;
+    int64_t j = 0;
+    for (; j + kLanes <= part; j += kLanes) store_d(dd, grad.load(dd, e + j), masked + j);
+    for (; j < part; ++j) masked[j] = static_cast<T>(grad.at(e + j));
+    transpose_short_rows(masked, hw, cw, tg);
+  } else if constexpr (Backward) {
+    transpose_short_rows(grad.dy + e, hw, cw, tg);
   }
 }
 
 // The sums of block r for channels [c0, c0 + cw) of an NCHW tensor with HW < 8, through a
 // channels-last copy. In such a block element (n, s) of a channel takes slot (n − n0)·HW + s
 // mod 8, its block-linear position mod 8, the slot an NHWC block gives the position of that
-// index; so the block's rows, copied sample by sample into `positions × cw` channels-last rows
-// (the range's cw·HW elements of a sample are contiguous: sequential reads), are an NHWC block
-// of cw channels that nhwc_block_sums adds up in the canonical order, with its vectors across
-// channels on every target. The gradient is copied with the ReLU mask applied (+0.0 where a
-// bit is clear, what Grad::load and Grad::at read). The next sample's part is prefetched while one
-// is copied.
+// index; so the block's rows, copied channels-last sample by sample (the range's cw·HW elements
+// of a sample are contiguous: sequential reads), are an NHWC block of cw channels that
+// nhwc_block_sums adds up in the canonical order, with its vectors across channels on every
+// target. The copy is made a walk unit at a time into a small buffer (RingFill: the samples
+// covering the unit's positions, up to kWalk + 2·HW positions, which stay in L1/L2), just before
+// the unit's walks read it; copying the whole block first (up to 1024 positions × cw channels ×
+// 2 tensors, 1 MiB) then walking it measured 10–40% slower. Ranges of fewer than 8 channels copy
+// the whole block for nhwc_block_sums's narrow-row path. The gradient is copied with the ReLU
+// mask applied (+0.0 where a bit is clear, what Grad::load and Grad::at read).
 template <bool Backward, bool Masked, typename T>
 HWY_NOINLINE void nchw_short_transposed_sums(const BatchNormProblem& p, const T* HWY_RESTRICT x,
                                              const Grad<Masked, T> grad,
@@ -872,36 +972,46 @@ HWY_NOINLINE void nchw_short_transposed_sums(const BatchNormProblem& p, const T*
                                              int64_t cw, const BlockRange r, NhwcScratch& scratch,
                                              BlockSums* HWY_RESTRICT out) {
   const int64_t hw = p.hw, rows = r.n1 - r.n0, positions = rows * hw, part = cw * hw;
-  T* HWY_RESTRICT tx = scratch.block_of<T>((Backward ? 2 : 1) * positions * cw + part);
-  T* HWY_RESTRICT tg = tx + positions * cw;
-  T* HWY_RESTRICT masked = tx + (Backward ? 2 : 1) * positions * cw;  // one part (Masked)
-  constexpr int64_t kLineElems = 64 / static_cast<int64_t>(sizeof(T));
-  for (int64_t n = r.n0; n < r.n1; ++n) {
-    const int64_t e = (n * p.c + c0) * hw;  // memory index of the part's first element
-    if (n + 1 < p.n) {
-      for (int64_t l = 0; l < part; l += kLineElems) {
-        hwy::Prefetch(x + e + p.c * hw + l);
-        if (Backward) hwy::Prefetch(grad.dy + e + p.c * hw + l);
-      }
-    }
-    const int64_t o = (n - r.n0) * hw * cw;
-    transpose_short_rows(x + e, hw, cw, tx + o);
-    if constexpr (Masked) {
-      // The masked gradient of the part in memory order (vectors of kLanes, whose mask bits
-      // are one byte), then transposed.
-      const DD dd;
-      int64_t j = 0;
-      for (; j + kLanes <= part; j += kLanes) store_d(dd, grad.load(dd, e + j), masked + j);
-      for (; j < part; ++j) masked[j] = static_cast<T>(grad.at(e + j));
-      transpose_short_rows(masked, hw, cw, tg + o);
-    } else if constexpr (Backward) {
-      transpose_short_rows(grad.dy + e, hw, cw, tg + o);
-    }
-  }
   const BatchNormProblem block{rows, cw, hw, Layout::kNHWC, p.dtype};
-  nhwc_block_sums<Backward>(block, tx, Grad<false, T>{tg, nullptr}, mean + c0, 0, cw,
-                            BlockRange{0, rows, 0, hw}, scratch.acc.get(), scratch.shift.get(),
-                            out);
+  const BlockRange all{0, rows, 0, hw};
+  const int64_t held = cw < kSlots ? positions : std::min(positions, kWalk + 2 * kSlots);
+  T* HWY_RESTRICT tx = scratch.block_of<T>((Backward ? 2 : 1) * held * cw + part);
+  T* HWY_RESTRICT tg = tx + held * cw;
+  T* HWY_RESTRICT masked = tx + (Backward ? 2 : 1) * held * cw;  // one part (Masked)
+  if (cw < kSlots) {
+    for (int64_t n = r.n0; n < r.n1; ++n) {
+      const int64_t o = (n - r.n0) * part;
+      transpose_sample<Backward>(p, x, grad, c0, cw, n, tx + o, tg + o, masked);
+    }
+    nhwc_block_sums<Backward>(block, tx, Grad<false, T>{tg, nullptr}, mean + c0, 0, cw, all,
+                              scratch.acc.get(), scratch.shift.get(), out);
+    return;
+  }
+  struct RingFill {
+    const BatchNormProblem* p;
+    const T* src;
+    Grad<Masked, T> src_grad;
+    int64_t c0, cw, n0, positions;
+    T* x;  // the buffer, read by the walks
+    T* dy;
+    T* masked;
+    // Copies the samples holding positions [q0, q1) of the block; returns the first copied
+    // position, held at x[0].
+    HWY_INLINE int64_t operator()(int64_t q0, int64_t q1) const {
+      const int64_t h = p->hw, m0 = q0 / h, m1 = (std::min(q1, positions) + h - 1) / h;
+      for (int64_t m = m0; m < m1; ++m) {
+        const int64_t o = (m - m0) * h * cw;
+        transpose_sample<Backward>(*p, src, src_grad, c0, cw, n0 + m, x + o, dy + o, masked);
+      }
+      return m0 * h;
+    }
+    HWY_INLINE double first(int64_t i) const {
+      return static_cast<double>(src[(n0 * p->c + c0 + i) * p->hw]);
+    }
+  };
+  const RingFill fill{&p, x, grad, c0, cw, r.n0, positions, tx, tg, masked};
+  nhwc_block_sums<Backward>(block, tx, Grad<false, T>{tg, nullptr}, mean + c0, 0, cw, all,
+                            scratch.acc.get(), scratch.shift.get(), out, fill);
 }
 
 // The BlockSums of every (channel, block), in parallel over work items fixed by the shape:
