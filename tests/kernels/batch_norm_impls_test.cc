@@ -55,6 +55,9 @@ const Case kCases[] = {{2, 1, 1},
                        // 2060 = 257 float vectors + 4 scalar channels.
                        {3, 2060, 12},
                        {1, 2060, 100},
+                       // Over 4 MiB with rows of over 4 KiB: NHWC ranges of whole pages (two
+                       // of 1088 and 972 channels for float on up to 2 threads).
+                       {2, 2060, 300},
                        // NCHW planes of 3 with a sample of 6000 elements (the elementwise
                        // passes' coefficient period; 16 samples: at least 8 periods, so they
                        // run periodic) and NHWC rows of 7 channels (a block's 8·7 accumulators
