@@ -1058,10 +1058,11 @@ void block_sums_t(const BatchNormProblem& p, const T* x, const Grad<Masked, T> g
     // 1.77 → 1.45 ms range-major).
     // Ranges span at least a 4 KiB page of a row where that still leaves one range per thread:
     // 32×2048×7×7 (blocks of 980 and 588 positions, so 4 ranges of 512 channels before) with 2
-    // ranges of 1024, medians of 40 calls, 3 alternating runs: statistics 0.42–0.44 →
-    // 0.39–0.44 ms, backward sums 0.70–0.74 → 0.63; 8×2048×14×14 sums 0.70–0.73 → 0.61–0.62.
-    // Where it would leave fewer ranges than threads (whole rows: 32×1024×14×14, 7 blocks, sums
-    // 1.55–1.69 → 1.70–1.84 ms, and the dx pass after it 1.27–1.32 → 1.49–1.58) the split stays.
+    // ranges of 1024, medians of 40 calls, 3 alternating runs of the two builds: statistics
+    // 0.424–0.425 → 0.377–0.386 ms, backward sums 0.676–0.683 → 0.618–0.619; 8×2048×14×14
+    // 0.474–0.486 → 0.417–0.430 and 0.712–0.741 → 0.648–0.661 (its dx pass after the sums
+    // 0.68–0.72 → 0.72–0.74). Fewer ranges than threads lose: 32×1024×14×14 in whole rows (7
+    // blocks) had sums 1.55–1.69 → 1.70–1.84 ms, and the dx pass after them 1.27–1.32 → 1.49–1.58.
     const int64_t threads = get_num_threads();
     const int64_t want = 4 * threads;
     const int64_t splits = std::min((p.c + 63) / 64, std::max<int64_t>(1, (want + nb - 1) / nb));
