@@ -191,6 +191,13 @@ std::size_t stream_limit_bytes();
 /// Replaces that limit (0: back to the default), for tests that need the streamed paths on
 /// tensors of a few MiB; not to be called while kernels run.
 void set_stream_limit_bytes(std::size_t bytes);
+/// The L2 cache of one core that the NHWC reductions size their walk units by (walk_positions):
+/// what the system reports, clamped to 256 KiB–2 MiB, or 2 MiB when it reports none. Which size
+/// changes no value, only speed.
+std::size_t l2_cache_bytes();
+/// Replaces it (0: back to the default), for tests that check every walk length gives the same
+/// bits; not to be called while kernels run.
+void set_l2_cache_bytes(std::size_t bytes);
 }  // namespace cpu_hwy
 
 namespace cpu_blocked {

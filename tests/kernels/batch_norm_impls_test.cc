@@ -733,5 +733,32 @@ TEST(BatchNormImpls, StreamLimitDefaultsToTheL3WithinBounds) {
   EXPECT_EQ(cpu_hwy::stream_limit_bytes(), def);
 }
 
+// The NHWC reductions size their walk units by the core's L2 (shorter units for a smaller L2,
+// down to one slot cycle); the order of every slot's terms does not depend on it, so each size
+// gives cpu:blocked's bits. On the 2060-channel rows (8 and 16 KiB), 256 KiB gives units of 8
+// positions, 2 MiB units of 24–56.
+TEST(BatchNormImpls, WalkUnitsSizedByTheL2ChangeNoBit) {
+  const BatchNormImpl* hwy_impl = find_impl("cpu:hwy");
+  const BatchNormImpl* base = find_impl("cpu:blocked");
+  ASSERT_NE(hwy_impl, nullptr);
+  const std::size_t def = cpu_hwy::l2_cache_bytes();
+  EXPECT_GE(def, std::size_t{256} << 10);
+  EXPECT_LE(def, std::size_t{2} << 20);
+  for (const std::size_t l2 : {std::size_t{256} << 10, std::size_t{2} << 20}) {
+    cpu_hwy::set_l2_cache_bytes(l2);
+    SCOPED_TRACE(l2);
+    EXPECT_EQ(cpu_hwy::l2_cache_bytes(), l2);
+    uint64_t seed = 1300;
+    for (const Case& k : kCases) {
+      check_bit_identical<float>(*hwy_impl, *base, {k.n, k.c, k.hw, Layout::kNHWC, DType::kFloat32},
+                                 ++seed);
+      check_bit_identical<double>(*hwy_impl, *base,
+                                  {k.n, k.c, k.hw, Layout::kNHWC, DType::kFloat64}, ++seed);
+    }
+  }
+  cpu_hwy::set_l2_cache_bytes(0);
+  EXPECT_EQ(cpu_hwy::l2_cache_bytes(), def);
+}
+
 }  // namespace
 }  // namespace bnorm::kernels

@@ -363,18 +363,22 @@ constexpr int64_t kWalk = 64;
 static_assert(kWalk % kSlots == 0, "walks must start at slot 0");
 
 // Positions per walk unit for rows of `row_bytes` (C·sizeof(T)) and `tensors` inputs (x, and
-// dy for the backward): kWalk, fewer where rows are 8 KiB or more apart. A unit and the next
-// one, prefetched, must share the L2 with each other: with rows R bytes apart (R a power of two
-// of 8 KiB or more), the same column of every row maps to only 2^17/R groups of sets of a 2 MiB
-// 16-way L2 (2048 sets of 64 B), which hold 16·2^17/R = 2^21/R rows of the column; P ≤
-// 2^19/(R·tensors), a multiple of 8, keeps the 2 units' 2·P·tensors rows at half of that. Measured
-// (driver, medians of 50–100 calls, 3 alternating runs): 32×2048×7×7 backward sums 0.79–0.83 →
-// 0.66–0.71 ms with 1-row units (49 positions) instead of 2 (98); 8×2048×14×14 backward sums
-// 0.81–0.94 → 0.73–0.80 with 32-position pieces; 32×2048×7×7 statistics (one tensor: 2 rows still
-// fit, and are kept) 0.42–0.46 ms with 2-row units, 0.41–0.48 with 1-row units. Rows of 4 KiB or
-// less, every other shape of the benchmark, keep kWalk.
+// dy for the backward): kWalk, fewer where rows are far apart. A unit and the next one,
+// prefetched, must share the core's L2 with each other: with rows R bytes apart (R a power of two
+// of 4 KiB or more), the same column of every row maps to only L2/(16·R) groups of sets of a
+// 16-way L2 of 64-byte lines, which hold L2/R rows of the column; P ≤ L2/(4·R·tensors), a multiple
+// of 8, keeps the 2 units' 2·P·tensors rows at half of that. L2 is l2_cache_bytes(). Measured on
+// a 2 MiB L2 (Intel; driver, medians of 50–100 calls, 3 alternating runs): 32×2048×7×7 backward
+// sums 0.79–0.83 → 0.66–0.71 ms with 1-row units (49 positions) instead of 2 (98); 8×2048×14×14
+// backward sums 0.81–0.94 → 0.73–0.80 with 32-position pieces; 32×2048×7×7 statistics (one
+// tensor: 2 rows still fit, and are kept) 0.42–0.46 ms with 2-row units, 0.41–0.48 with 1-row
+// units. On a 1 MiB L2 (AMD Zen 5, the bound of 2 MiB before: medians of 60 alternating calls, 2
+// runs) the halved units took backward sums of 32×1024×14×14 from 1.54–1.70 to 1.19–1.31 ms and
+// of 4096×1024 from 0.78–0.79 to 0.66–0.68; 32×2048×7×7 0.67–0.72 → 0.66–0.71, 8×2048×14×14
+// 0.58–0.74 → 0.63–0.71 (mixed), 256×1024 0.042 → 0.044–0.045 ms.
 inline int64_t walk_positions(int64_t row_bytes, int64_t tensors) {
-  const int64_t p = (int64_t{1} << 19) / std::max<int64_t>(1, row_bytes * tensors);
+  const int64_t p =
+      static_cast<int64_t>(l2_cache_bytes() / 4) / std::max<int64_t>(1, row_bytes * tensors);
   return std::clamp<int64_t>(p / kSlots * kSlots, kSlots, kWalk);
 }
 
@@ -2175,6 +2179,28 @@ std::size_t stream_limit_bytes() {
 void set_stream_limit_bytes(std::size_t bytes) {
   g_stream_limit.store(bytes, std::memory_order_relaxed);
 }
+
+namespace {
+// The L2 of a core as the system reports it, clamped to 256 KiB–2 MiB; 2 MiB, the largest, where
+// it reports none (walk units are then as long as they were measured best on such an L2).
+std::size_t default_l2_cache_bytes() {
+  constexpr std::size_t kLo = std::size_t{256} << 10, kHi = std::size_t{2} << 20;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+  const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  if (l2 > 0) return std::clamp(static_cast<std::size_t>(l2), kLo, kHi);
+#endif
+  return kHi;
+}
+std::atomic<std::size_t> g_l2_cache{0};  // 0: default_l2_cache_bytes()
+}  // namespace
+
+std::size_t l2_cache_bytes() {
+  const std::size_t set = g_l2_cache.load(std::memory_order_relaxed);
+  if (set != 0) return set;
+  static const std::size_t bytes = default_l2_cache_bytes();
+  return bytes;
+}
+void set_l2_cache_bytes(std::size_t bytes) { g_l2_cache.store(bytes, std::memory_order_relaxed); }
 
 std::string limit_simd(const std::string& name) {
   std::string names;
