@@ -2145,6 +2145,29 @@ HWY_EXPORT(BackwardSweep);
 HWY_EXPORT(NormalizeInfer);
 
 namespace {
+enum CacheLevel { kL2, kL3 };
+// The size of a cache level as the system reports it, clamped to [lo, hi]; `none` where it
+// reports none.
+std::size_t reported_cache_bytes(CacheLevel level, std::size_t lo, std::size_t hi,
+                                 std::size_t none) {
+  long bytes = -1;
+#if defined(_SC_LEVEL2_CACHE_SIZE) && defined(_SC_LEVEL3_CACHE_SIZE)
+  bytes = sysconf(level == kL2 ? _SC_LEVEL2_CACHE_SIZE : _SC_LEVEL3_CACHE_SIZE);
+#else
+  (void)level;
+#endif
+  return bytes > 0 ? std::clamp(static_cast<std::size_t>(bytes), lo, hi) : none;
+}
+
+// A size with a test override: `set` where it is not 0, else Default(), computed once.
+template <std::size_t (*Default)()>
+std::size_t override_or(const std::atomic<std::size_t>& set) {
+  const std::size_t bytes = set.load(std::memory_order_relaxed);
+  if (bytes != 0) return bytes;
+  static const std::size_t def = Default();
+  return def;
+}
+
 // Passes whose tensors (inputs and outputs together) exceed the last-level cache write their
 // output with non-temporal stores: through the cache it would first read every line
 // (write-allocate), a third more traffic for normalize, and evict the inputs. Where they fit, the
@@ -2159,23 +2182,15 @@ namespace {
 // streaming a pass that would fit loses ~5%, writing a large one through the cache up to 2×
 // (32×64×112×112 normalize 3.8 vs 6.5–7.0 ms). The rule before, outputs of 16 MiB or more, was
 // set on a host with a 32 MiB L3, where this gives the same for normalize.
+// (A host's VM reported 508 MiB where ~32 MiB behaved as cache: doc/benchmarks.md, Zen 5.)
 std::size_t default_stream_limit() {
-  constexpr std::size_t kLo = std::size_t{32} << 20, kHi = std::size_t{64} << 20;
-#ifdef _SC_LEVEL3_CACHE_SIZE
-  const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
-  if (l3 > 0) return std::clamp(static_cast<std::size_t>(l3), kLo, kHi);
-#endif
-  return kLo;
+  return reported_cache_bytes(kL3, std::size_t{32} << 20, std::size_t{64} << 20,
+                              std::size_t{32} << 20);
 }
 std::atomic<std::size_t> g_stream_limit{0};  // 0: default_stream_limit()
 }  // namespace
 
-std::size_t stream_limit_bytes() {
-  const std::size_t set = g_stream_limit.load(std::memory_order_relaxed);
-  if (set != 0) return set;
-  static const std::size_t limit = default_stream_limit();
-  return limit;
-}
+std::size_t stream_limit_bytes() { return override_or<default_stream_limit>(g_stream_limit); }
 void set_stream_limit_bytes(std::size_t bytes) {
   g_stream_limit.store(bytes, std::memory_order_relaxed);
 }
@@ -2184,22 +2199,13 @@ namespace {
 // The L2 of a core as the system reports it, clamped to 256 KiB–2 MiB; 2 MiB, the largest, where
 // it reports none (walk units are then as long as they were measured best on such an L2).
 std::size_t default_l2_cache_bytes() {
-  constexpr std::size_t kLo = std::size_t{256} << 10, kHi = std::size_t{2} << 20;
-#ifdef _SC_LEVEL2_CACHE_SIZE
-  const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
-  if (l2 > 0) return std::clamp(static_cast<std::size_t>(l2), kLo, kHi);
-#endif
-  return kHi;
+  return reported_cache_bytes(kL2, std::size_t{256} << 10, std::size_t{2} << 20,
+                              std::size_t{2} << 20);
 }
 std::atomic<std::size_t> g_l2_cache{0};  // 0: default_l2_cache_bytes()
 }  // namespace
 
-std::size_t l2_cache_bytes() {
-  const std::size_t set = g_l2_cache.load(std::memory_order_relaxed);
-  if (set != 0) return set;
-  static const std::size_t bytes = default_l2_cache_bytes();
-  return bytes;
-}
+std::size_t l2_cache_bytes() { return override_or<default_l2_cache_bytes>(g_l2_cache); }
 void set_l2_cache_bytes(std::size_t bytes) { g_l2_cache.store(bytes, std::memory_order_relaxed); }
 
 std::string limit_simd(const std::string& name) {
