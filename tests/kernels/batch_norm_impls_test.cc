@@ -735,8 +735,9 @@ TEST(BatchNormImpls, StreamLimitDefaultsToTheL3WithinBounds) {
 
 // The NHWC reductions size their walk units by the core's L2 (shorter units for a smaller L2,
 // down to one slot cycle); the order of every slot's terms does not depend on it, so each size
-// gives cpu:blocked's bits. On the 2060-channel rows (8 and 16 KiB), 256 KiB gives units of 8
-// positions, 2 MiB units of 24–56.
+// gives cpu:blocked's bits. On the 2060-channel rows (8 KiB float, 16 KiB double), 256 KiB gives
+// units of 8 positions throughout, 2 MiB units of 24 (float backward), 56 (float statistics),
+// 8 (double backward) and 24 (double statistics).
 TEST(BatchNormImpls, WalkUnitsSizedByTheL2ChangeNoBit) {
   const BatchNormImpl* hwy_impl = find_impl("cpu:hwy");
   const BatchNormImpl* base = find_impl("cpu:blocked");
