@@ -1558,18 +1558,25 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
   if (p.layout == Layout::kNHWC) {
     // Rows in groups that share each coefficient load: 4 when the output goes through the cache
     // (32×2048×7×7 normalize 0.94 → 0.56 ms, dx 1.60 → 1.18 ms against 1), and when it streams,
-    // 2 for rows of at least 4 KiB, else 1 (interleaved rows of non-temporal stores: with 4 rows
+    // 4 for rows of at least 4 KiB, else 1 (interleaved rows of non-temporal stores: with 4 rows
     // 16×256×56×56 normalize ran 3.96 ms against 2.21 with 1; with 2 rows, 32×512×28×28 1.97 →
     // 4.42 ms but 32×1024×14×14 1.96 → 1.40 ms and 64×2048×7×7 2.19 → 1.47 ms; medians of 6
-    // alternating runs). Chunks are a multiple of 4 rows; every element is independent, so the
+    // alternating runs, Intel). Streamed long rows went in pairs until a Zen 5 host showed 4 rows
+    // ahead of 2 on every shape (registry-entry driver, medians of 32 calls in blocks of 8, 3
+    // alternating runs; dx: 32×1024×14×14 2.15–2.25 → 1.30–1.51 ms, 32×2048×7×7 0.76–0.87 →
+    // 0.44–0.64, 64×2048×7×7 2.03–2.09 → 1.23–1.34, 4096×1024 1.42–1.51 → 0.79–0.99; normalize
+    // 32×1024×14×14 0.83–0.97 → 0.65–0.74, 64×2048×7×7 0.88–1.02 → 0.70–0.75, the others within
+    // noise), and short rows there as on Intel (16×256×56×56 dx 2.95–2.98 with 1 row, 7.7–7.8 with
+    // 2, 4.5–4.6 with 4). Chunks are a multiple of 4 rows; every element is independent, so the
     // grouping changes no value.
     const int64_t c = p.c;
     const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(c, 1) / 4) * 4;
     auto rows_of = [=](auto rows) {
       constexpr int64_t kRows = decltype(rows)::value;
-      // Pairs of rows (C ≥ 4 KiB) are two streams per tensor that the hardware prefetchers
-      // follow; prefetching there cost time (4096×1024 dx 0.82–0.84 → 0.93–0.98 ms, 32×1024×14×14
-      // NHWC dx 1.27–1.31 → 1.37–1.41; medians of 30 calls, 3 alternating runs).
+      // Groups of rows are one stream per row and tensor that the hardware prefetchers follow;
+      // prefetching them cost time (pairs, Intel: 4096×1024 dx 0.82–0.84 → 0.93–0.98 ms,
+      // 32×1024×14×14 NHWC dx 1.27–1.31 → 1.37–1.41; medians of 30 calls, 3 alternating runs;
+      // groups of 4 on Zen 5: mixed, 32×2048×7×7 dx 0.41 → 0.49–0.50 ms, 4096×1024 0.67 → 0.62).
       const int64_t ahead = kRows == 1 ? prefetch_distance<T>(p, c) : 0;
       parallel_for(0, p.n * p.hw, grain, [=](int64_t i0, int64_t i1) {
         const auto [m, k1, k2, k3] = coefficients();
@@ -1587,10 +1594,8 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
         if (Stream) hwy::FlushStream();
       });
     };
-    if (!Stream) {
+    if (!Stream || c * static_cast<int64_t>(sizeof(T)) >= 4096) {
       rows_of(std::integral_constant<int64_t, 4>{});
-    } else if (c * static_cast<int64_t>(sizeof(T)) >= 4096) {
-      rows_of(std::integral_constant<int64_t, 2>{});
     } else {
       rows_of(std::integral_constant<int64_t, 1>{});
     }
