@@ -186,7 +186,8 @@ std::string limit_simd(const std::string& name);
 /// every cpu:hwy entry point calls it. Throws ValueError if the variable names no supported target.
 void apply_simd_env();
 /// The bytes of all tensors of an elementwise pass together (inputs and outputs) above which it
-/// writes its output with non-temporal stores: the L3 the system reports, clamped to 32–64 MiB.
+/// writes its output with non-temporal stores: the L3 the system reports, clamped to 32–64 MiB;
+/// 32 MiB on AMD, whose cores fill only their core complex's L3.
 std::size_t stream_limit_bytes();
 /// Replaces that limit (0: back to the default), for tests that need the streamed paths on
 /// tensors of a few MiB; not to be called while kernels run.

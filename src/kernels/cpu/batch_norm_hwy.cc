@@ -21,6 +21,9 @@
 #include <vector>
 
 #include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include <fmt/format.h>
 
@@ -2187,10 +2190,27 @@ std::size_t override_or(const std::atomic<std::size_t>& set) {
 // streaming a pass that would fit loses ~5%, writing a large one through the cache up to 2×
 // (32×64×112×112 normalize 3.8 vs 6.5–7.0 ms). The rule before, outputs of 16 MiB or more, was
 // set on a host with a 32 MiB L3, where this gives the same for normalize.
-// (A host's VM reported 508 MiB where ~32 MiB behaved as cache: doc/benchmarks.md, Zen 5.)
+// On AMD the limit is the floor, 32 MiB: a Zen core fills only its core complex's L3 (16 MiB on
+// Zen 2, 32 on Zen 3–5, 96 with 3D V-Cache), and a VM reports the whole package's (a Zen 5 host:
+// 508 MiB, where ~32 MiB behaved as cache, doc/benchmarks.md). There, at 32 against 64 MiB
+// (registry-entry driver, medians of 32 calls in blocks of 8 — the steady state of repeated calls,
+// in which the streamed passes leave their inputs in the L3 —, 2 alternating runs): NHWC
+// 32×1024×14×14 normalize 0.90–0.93 → 0.71 ms, 32×2048×7×7 dx 0.56–0.59 → 0.45–0.47, 4096×1024
+// dx 0.83–0.96 → 0.70–0.73 (NCHW 0.96 → 0.72–0.73); NCHW 32×1024×14×14 normalize 0.54–0.64 →
+// 0.54–0.68, dx 0.85–1.13 → 0.91–1.09, 32×2048×7×7 the same.
+bool amd_cpu() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) == 0) return false;
+  return ebx == 0x68747541 && edx == 0x69746e65 && ecx == 0x444d4163;  // "AuthenticAMD"
+#else
+  return false;
+#endif
+}
 std::size_t default_stream_limit() {
-  return reported_cache_bytes(kL3, std::size_t{32} << 20, std::size_t{64} << 20,
-                              std::size_t{32} << 20);
+  const std::size_t floor = std::size_t{32} << 20;
+  if (amd_cpu()) return floor;
+  return reported_cache_bytes(kL3, floor, std::size_t{64} << 20, floor);
 }
 std::atomic<std::size_t> g_stream_limit{0};  // 0: default_stream_limit()
 }  // namespace
