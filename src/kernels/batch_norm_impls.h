@@ -192,6 +192,9 @@ std::size_t stream_limit_bytes();
 /// Replaces that limit (0: back to the default), for tests that need the streamed paths on
 /// tensors of a few MiB; not to be called while kernels run.
 void set_stream_limit_bytes(std::size_t bytes);
+/// Whether this is an AMD CPU: cache tunings measured to differ from Intel's (stream_limit_bytes,
+/// the channel ranges of the NHWC backward sums) follow it. Changes no value, only speed.
+bool amd_cpu();
 /// The L2 cache of one core that the NHWC reductions size their walk units by (walk_positions):
 /// what the system reports, clamped to 256 KiB–2 MiB, or 2 MiB when it reports none. Which size
 /// changes no value, only speed.
