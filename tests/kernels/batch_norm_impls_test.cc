@@ -503,11 +503,11 @@ hwy::AlignedFreeUniquePtr<float[]> guarded_buffer(std::size_t count) {
 // inputs of 4 MiB or more are prefetched ahead (cpu:hwy's stream_output, prefetch_distance):
 // NCHW planes of whole cache lines (4112 floats) and planes that are not (130, and 13: consecutive
 // planes stream as one run, the fused epilogue included, a vector spanning two planes at every
-// lane offset), NHWC rows of 64 and 256 channels (one row per group of stores) and 1024 (four
-// rows; the 4102 rows end in two single ones), written at a 64-byte boundary and one element past
-// it (NCHW streams after a scalar prologue; NHWC rows are then not vector-aligned and go through
-// the cache). The smaller cases above never stream. The fused epilogue is compared with the
-// reference's (cpu:blocked has none).
+// lane offset), NHWC rows of 64 and 256 channels (one row per group of stores) and 1024 (groups
+// of four rows on AMD, two elsewhere; the 4101 rows end in a single one), written at a 64-byte
+// boundary and one element past it (NCHW streams after a scalar prologue; NHWC rows are then not
+// vector-aligned and go through the cache). The smaller cases above never stream. The fused
+// epilogue is compared with the reference's (cpu:blocked has none).
 TEST(BatchNormImpls, StreamedOutputsAreBitIdenticalToBlocked) {
   const test::ScopedStreamLimit limit(std::size_t{16} << 20);
   const BatchNormImpl* hwy_impl = find_impl("cpu:hwy");
@@ -517,7 +517,7 @@ TEST(BatchNormImpls, StreamedOutputsAreBitIdenticalToBlocked) {
   // The last two are periodic runs (periodic_runs): NCHW planes of 3 elements, and rows of 3
   // channels (both layouts: NCHW with HW = 1 is read as NHWC).
   const Case cases[] = {{16, 64, 4112},  {32, 1024, 130}, {1700, 200, 13}, {16400, 256, 1},
-                        {4102, 1024, 1}, {1400, 1000, 3}, {1400000, 3, 1}};
+                        {4101, 1024, 1}, {1400, 1000, 3}, {1400000, 3, 1}};
   uint64_t seed = 7000;
   for (const Case& k : cases) {
     for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
@@ -747,6 +747,19 @@ TEST(BatchNormImpls, StreamLimitDefaultsToTheL3WithinBounds) {
   EXPECT_EQ(cpu_hwy::stream_limit_bytes(), def);
 }
 
+// check_bit_identical on every case of kCases in NHWC, float and double, seeds from seed + 1;
+// returns the last seed used.
+uint64_t check_every_nhwc_case(const BatchNormImpl& impl, const BatchNormImpl& base,
+                               uint64_t seed) {
+  for (const Case& k : kCases) {
+    check_bit_identical<float>(impl, base, {k.n, k.c, k.hw, Layout::kNHWC, DType::kFloat32},
+                               ++seed);
+    check_bit_identical<double>(impl, base, {k.n, k.c, k.hw, Layout::kNHWC, DType::kFloat64},
+                                ++seed);
+  }
+  return seed;
+}
+
 // The NHWC reductions size their walk units by the core's L2 (shorter units for a smaller L2,
 // down to one slot cycle); the order of every slot's terms does not depend on it, so each size
 // gives cpu:blocked's bits. On the 2060-channel rows (8 KiB float, 16 KiB double), 256 KiB gives
@@ -763,16 +776,43 @@ TEST(BatchNormImpls, WalkUnitsSizedByTheL2ChangeNoBit) {
     cpu_hwy::set_l2_cache_bytes(l2);
     SCOPED_TRACE(l2);
     EXPECT_EQ(cpu_hwy::l2_cache_bytes(), l2);
-    uint64_t seed = 1300;
-    for (const Case& k : kCases) {
-      check_bit_identical<float>(*hwy_impl, *base, {k.n, k.c, k.hw, Layout::kNHWC, DType::kFloat32},
-                                 ++seed);
-      check_bit_identical<double>(*hwy_impl, *base,
-                                  {k.n, k.c, k.hw, Layout::kNHWC, DType::kFloat64}, ++seed);
-    }
+    check_every_nhwc_case(*hwy_impl, *base, 1300);
   }
   cpu_hwy::set_l2_cache_bytes(0);
   EXPECT_EQ(cpu_hwy::l2_cache_bytes(), def);
+}
+
+// The tunings that follow amd_cpu() — NHWC backward sums in 128-channel ranges, streamed NHWC
+// rows of 4 KiB in groups of four instead of two — change no bit: both settings give
+// cpu:blocked's bits on every NHWC case and on streamed 1024-channel rows (4101 of them: the
+// groups end in a single row), whichever CPU runs the test.
+TEST(BatchNormImpls, AmdTuningsChangeNoBit) {
+  const BatchNormImpl* hwy_impl = find_impl("cpu:hwy");
+  const BatchNormImpl* base = find_impl("cpu:blocked");
+  ASSERT_NE(hwy_impl, nullptr);
+  ASSERT_NE(base, nullptr);
+  for (const int amd : {0, 1}) {
+    cpu_hwy::set_amd_cpu(amd);
+    SCOPED_TRACE(amd ? "AMD tunings" : "other tunings");
+    ASSERT_EQ(cpu_hwy::amd_cpu(), amd == 1);
+    uint64_t seed = check_every_nhwc_case(*hwy_impl, *base, 1500);
+    const test::ScopedStreamLimit limit(std::size_t{16} << 20);
+    const BatchNormProblem p{4101, 1024, 1, Layout::kNHWC, DType::kFloat32};
+    const ElementwiseInputs in(p, seed);
+    auto y1 = guarded_buffer(in.count), y2 = guarded_buffer(in.count);
+    auto g1 = guarded_buffer(in.count), g2 = guarded_buffer(in.count);
+    auto same = [&](const float* a, const float* b) { return std::equal(a, a + in.count, b); };
+    hwy_impl->normalize(p, in.x.data(), in.m.data(), in.k1.data(), in.k2.data(), y1.get());
+    base->normalize(p, in.x.data(), in.m.data(), in.k1.data(), in.k2.data(), y2.get());
+    EXPECT_TRUE(same(y1.get(), y2.get())) << "normalize";
+    hwy_impl->backward_dx(p, in.x.data(), in.dy.data(), in.mask.data(), in.m.data(), in.k1.data(),
+                          in.k2.data(), in.k3.data(), y1.get(), g1.get());
+    base->backward_dx(p, in.x.data(), in.dy.data(), in.mask.data(), in.m.data(), in.k1.data(),
+                      in.k2.data(), in.k3.data(), y2.get(), g2.get());
+    EXPECT_TRUE(same(y1.get(), y2.get())) << "dx";
+    EXPECT_TRUE(same(g1.get(), g2.get())) << "masked dy";
+  }
+  cpu_hwy::set_amd_cpu(-1);
 }
 
 }  // namespace

@@ -1572,17 +1572,17 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
   if (p.layout == Layout::kNHWC) {
     // Rows in groups that share each coefficient load: 4 when the output goes through the cache
     // (32×2048×7×7 normalize 0.94 → 0.56 ms, dx 1.60 → 1.18 ms against 1), and when it streams,
-    // 4 for rows of at least 4 KiB, else 1 (interleaved rows of non-temporal stores: with 4 rows
-    // 16×256×56×56 normalize ran 3.96 ms against 2.21 with 1; with 2 rows, 32×512×28×28 1.97 →
-    // 4.42 ms but 32×1024×14×14 1.96 → 1.40 ms and 64×2048×7×7 2.19 → 1.47 ms; medians of 6
-    // alternating runs, Intel). Streamed long rows went in pairs until a Zen 5 host showed 4 rows
-    // ahead of 2 on every shape (registry-entry driver, medians of 32 calls in blocks of 8, 3
-    // alternating runs; dx: 32×1024×14×14 2.15–2.25 → 1.30–1.51 ms, 32×2048×7×7 0.76–0.87 →
+    // 2 for rows of at least 4 KiB (4 on AMD), else 1 (interleaved rows of non-temporal stores:
+    // with 4 rows 16×256×56×56 normalize ran 3.96 ms against 2.21 with 1; with 2 rows,
+    // 32×512×28×28 1.97 → 4.42 ms but 32×1024×14×14 1.96 → 1.40 ms and 64×2048×7×7 2.19 → 1.47 ms;
+    // medians of 6 alternating runs, Intel). On AMD streamed long rows go in fours: a Zen 5 host
+    // showed 4 rows ahead of 2 on every shape (registry-entry driver, medians of 32 calls in blocks
+    // of 8, 3 alternating runs; dx: 32×1024×14×14 2.15–2.25 → 1.30–1.51 ms, 32×2048×7×7 0.76–0.87 →
     // 0.44–0.64, 64×2048×7×7 2.03–2.09 → 1.23–1.34, 4096×1024 1.42–1.51 → 0.79–0.99; normalize
     // 32×1024×14×14 0.83–0.97 → 0.65–0.74, 64×2048×7×7 0.88–1.02 → 0.70–0.75, the others within
     // noise), and short rows there as on Intel (16×256×56×56 dx 2.95–2.98 with 1 row, 7.7–7.8 with
-    // 2, 4.5–4.6 with 4). Chunks are a multiple of 4 rows; every element is independent, so the
-    // grouping changes no value.
+    // 2, 4.5–4.6 with 4). Fours were not timed on Intel, which keeps its measured pairs. Chunks
+    // are a multiple of 4 rows; every element is independent, so the grouping changes no value.
     const int64_t c = p.c;
     const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(c, 1) / 4) * 4;
     auto rows_of = [=](auto rows) {
@@ -1608,8 +1608,11 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
         if (Stream) hwy::FlushStream();
       });
     };
-    if (!Stream || c * static_cast<int64_t>(sizeof(T)) >= 4096) {
+    const bool long_rows = c * static_cast<int64_t>(sizeof(T)) >= 4096;
+    if (!Stream || (long_rows && amd_cpu())) {
       rows_of(std::integral_constant<int64_t, 4>{});
+    } else if (long_rows) {
+      rows_of(std::integral_constant<int64_t, 2>{});
     } else {
       rows_of(std::integral_constant<int64_t, 1>{});
     }
@@ -2217,7 +2220,13 @@ std::size_t default_stream_limit() {
 std::atomic<std::size_t> g_stream_limit{0};  // 0: default_stream_limit()
 }  // namespace
 
+namespace {
+std::atomic<int> g_amd_cpu{-1};  // -1: the CPUID check; 0, 1: set_amd_cpu
+}  // namespace
+
 bool amd_cpu() {
+  const int set = g_amd_cpu.load(std::memory_order_relaxed);
+  if (set >= 0) return set != 0;
   static const bool amd = [] {
 #if defined(__x86_64__) || defined(__i386__)
     unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
@@ -2229,6 +2238,7 @@ bool amd_cpu() {
   }();
   return amd;
 }
+void set_amd_cpu(int amd) { g_amd_cpu.store(amd, std::memory_order_relaxed); }
 
 std::size_t stream_limit_bytes() { return override_or<default_stream_limit>(g_stream_limit); }
 void set_stream_limit_bytes(std::size_t bytes) {
