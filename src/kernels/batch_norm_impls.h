@@ -192,13 +192,13 @@ std::size_t stream_limit_bytes();
 /// Replaces that limit (0: back to the default), for tests that need the streamed paths on
 /// tensors of a few MiB; not to be called while kernels run.
 void set_stream_limit_bytes(std::size_t bytes);
-/// Whether this is an AMD CPU: tunings measured on Zen 5 and not on Intel (stream_limit_bytes,
-/// the channel ranges of the NHWC backward sums, the row groups of streamed NHWC passes) follow
-/// it. Changes no value, only speed.
+/// Whether this is an AMD CPU: tunings measured on Zen 5 and not on Intel (the channel ranges of
+/// the NHWC backward sums, the row groups of streamed NHWC passes) follow it; so does
+/// stream_limit_bytes, from the CPU itself. Changes no value, only speed.
 bool amd_cpu();
 /// Forces amd_cpu() to `amd` (1: AMD, 0: not; -1: back to the CPUID check), for tests that check
 /// both sets of tunings give the same bits; not to be called while kernels run. The stream limit
-/// keeps the default it computed at its first use.
+/// does not follow it.
 void set_amd_cpu(int amd);
 /// The L2 cache of one core that the NHWC reductions size their walk units by (walk_positions):
 /// what the system reports, clamped to 256 KiB–2 MiB, or 2 MiB when it reports none. Which size

@@ -1082,8 +1082,8 @@ void block_sums_t(const BatchNormProblem& p, const T* x, const Grad<Masked, T> g
     // On AMD, NHWC backward sums of inputs (x and dy) up to 64 MiB run faster in ranges of 128
     // channels, whose 8 slots × 2 sums (16 KiB) stay in L1, than in whole pages. Zen 5, driver,
     // medians of 28 calls in blocks of 7, 2–3 runs alternating with the page-wide ranges:
-    // 32×1024×14×14 1.42–2.23 → 1.21–1.36 ms, 32×2048×7×7 0.73–0.86 → 0.55–0.62, 8×2048×14×14
-    // 0.66–0.78 → 0.59–0.61, 4096×1024 0.65–1.00 → 0.66–0.88; from memory they lose
+    // 32×1024×14×14 1.42–2.23 → 1.21–1.50 ms (one run a tie), 32×2048×7×7 0.73–0.86 → 0.55–0.62,
+    // 8×2048×14×14 0.66–0.78 → 0.59–0.61, 4096×1024 0.65–1.00 → 0.66–0.88; from memory they lose
     // (16×256×56×56 2.9 → 4.3, 32×512×28×28 3.5 → 4.4), and the statistics gain nothing. On
     // Intel, whole pages were measured ahead of narrower ranges (above) but 128 was not tried.
     if (Backward && p.layout == Layout::kNHWC && amd_cpu() &&
@@ -1576,13 +1576,14 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
     // with 4 rows 16×256×56×56 normalize ran 3.96 ms against 2.21 with 1; with 2 rows,
     // 32×512×28×28 1.97 → 4.42 ms but 32×1024×14×14 1.96 → 1.40 ms and 64×2048×7×7 2.19 → 1.47 ms;
     // medians of 6 alternating runs, Intel). On AMD streamed long rows go in fours: a Zen 5 host
-    // showed 4 rows ahead of 2 on every shape (registry-entry driver, medians of 32 calls in blocks
-    // of 8, 3 alternating runs; dx: 32×1024×14×14 2.15–2.25 → 1.30–1.51 ms, 32×2048×7×7 0.76–0.87 →
-    // 0.44–0.64, 64×2048×7×7 2.03–2.09 → 1.23–1.34, 4096×1024 1.42–1.51 → 0.79–0.99; normalize
-    // 32×1024×14×14 0.83–0.97 → 0.65–0.74, 64×2048×7×7 0.88–1.02 → 0.70–0.75, the others within
-    // noise), and short rows there as on Intel (16×256×56×56 dx 2.95–2.98 with 1 row, 7.7–7.8 with
-    // 2, 4.5–4.6 with 4). Fours were not timed on Intel, which keeps its measured pairs. Chunks
-    // are a multiple of 4 rows; every element is independent, so the grouping changes no value.
+    // showed 4 rows ahead of 2 in dx on every shape (registry-entry driver, medians of 32 calls in
+    // blocks of 8, 3 alternating runs; dx: 32×1024×14×14 2.15–2.25 → 1.30–1.51 ms, 32×2048×7×7
+    // 0.76–0.87 → 0.44–0.64, 64×2048×7×7 2.03–2.09 → 1.23–1.34, 4096×1024 1.42–1.51 → 0.79–0.99;
+    // normalize 32×1024×14×14 0.83–0.97 → 0.65–0.74, 64×2048×7×7 0.88–1.02 → 0.70–0.75, the others
+    // within noise), and short rows there as on Intel (16×256×56×56 dx 2.95–2.98 with 1
+    // row, 7.7–7.8 with 2, 4.5–4.6 with 4). Fours were not timed on Intel, which keeps its measured
+    // pairs. Chunks are a multiple of 4 rows; every element is independent, so the grouping changes
+    // no value.
     const int64_t c = p.c;
     const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(c, 1) / 4) * 4;
     auto rows_of = [=](auto rows) {
@@ -1590,7 +1591,8 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
       // Groups of rows are one stream per row and tensor that the hardware prefetchers follow;
       // prefetching them cost time (pairs, Intel: 4096×1024 dx 0.82–0.84 → 0.93–0.98 ms,
       // 32×1024×14×14 NHWC dx 1.27–1.31 → 1.37–1.41; medians of 30 calls, 3 alternating runs;
-      // groups of 4 on Zen 5: mixed, 32×2048×7×7 dx 0.41 → 0.49–0.50 ms, 4096×1024 0.67 → 0.62).
+      // groups of 4 on Zen 5: mixed, 32×2048×7×7 dx 0.41 → 0.49–0.50 ms, 4096×1024 0.67–0.85 →
+      // 0.62–0.78).
       const int64_t ahead = kRows == 1 ? prefetch_distance<T>(p, c) : 0;
       parallel_for(0, p.n * p.hw, grain, [=](int64_t i0, int64_t i1) {
         const auto [m, k1, k2, k3] = coefficients();
@@ -2212,30 +2214,30 @@ std::size_t override_or(const std::atomic<std::size_t>& set) {
 // 32×1024×14×14 normalize 0.90–0.93 → 0.71 ms, 32×2048×7×7 dx 0.56–0.59 → 0.45–0.47, 4096×1024
 // dx 0.83–0.96 → 0.70–0.73 (NCHW 0.96 → 0.72–0.73); NCHW 32×1024×14×14 normalize 0.54–0.64 →
 // 0.54–0.68, dx 0.85–1.13 → 0.91–1.09, 32×2048×7×7 the same.
+// (The CPU itself, not amd_cpu(): a test that forces the tunings must not change this default,
+// which is computed once.)
+bool cpuid_says_amd() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) == 0) return false;
+  return ebx == 0x68747541 && edx == 0x69746e65 && ecx == 0x444d4163;  // "AuthenticAMD"
+#else
+  return false;
+#endif
+}
 std::size_t default_stream_limit() {
   const std::size_t floor = std::size_t{32} << 20;
-  if (amd_cpu()) return floor;
+  if (cpuid_says_amd()) return floor;
   return reported_cache_bytes(kL3, floor, std::size_t{64} << 20, floor);
 }
 std::atomic<std::size_t> g_stream_limit{0};  // 0: default_stream_limit()
-}  // namespace
-
-namespace {
-std::atomic<int> g_amd_cpu{-1};  // -1: the CPUID check; 0, 1: set_amd_cpu
+std::atomic<int> g_amd_cpu{-1};              // -1: the CPUID check; 0, 1: set_amd_cpu
 }  // namespace
 
 bool amd_cpu() {
   const int set = g_amd_cpu.load(std::memory_order_relaxed);
   if (set >= 0) return set != 0;
-  static const bool amd = [] {
-#if defined(__x86_64__) || defined(__i386__)
-    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-    if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) == 0) return false;
-    return ebx == 0x68747541 && edx == 0x69746e65 && ecx == 0x444d4163;  // "AuthenticAMD"
-#else
-    return false;
-#endif
-  }();
+  static const bool amd = cpuid_says_amd();
   return amd;
 }
 void set_amd_cpu(int amd) { g_amd_cpu.store(amd, std::memory_order_relaxed); }
