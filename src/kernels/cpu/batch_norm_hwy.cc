@@ -394,7 +394,7 @@ inline int64_t padded_channels(int64_t cw) { return (cw + 7) / 8 * 8; }
 // 1.52 → 1.42; other shapes the same).
 template <typename T>
 struct UnitPrefetcher {
-  const T* rows[2 * kWalk];  // a unit of short rows has < 2·kWalk positions
+  const T* rows[2 * kWalk];  // units: short rows < 2·kWalk positions, pieces ≤ kWalk + 16
   int64_t count = 0, lines = 0, k = 0, line = 0;
   static constexpr int64_t kLineElems = 64 / static_cast<int64_t>(sizeof(T));
   HWY_INLINE void step() {
@@ -589,20 +589,36 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   double* HWY_RESTRICT acc2 = acc + kSlots * cs;
   std::fill(acc, acc + 2 * kSlots * cs, 0.0);
   // Walk units: whole short rows (at most kWalk positions), at least `walk` positions together
-  // (32×2048×7×7 statistics: 0.84 → 0.73 ms against one 49-position row per unit), or
-  // walk-position pieces of a long row.
+  // (32×2048×7×7 statistics: 0.84 → 0.73 ms against one 49-position row per unit), or pieces of
+  // a long row: `walk` positions each, the last one shorter — unless it would hold less than a
+  // slot cycle or a quarter of a walk. Such a remainder is spread over the other pieces instead
+  // (whole slot cycles shared out evenly, a piece then at most two cycles longer than a walk): a
+  // unit costs its range's accumulators, loaded and stored once per slot (2·8·cw doubles) however
+  // few positions it holds, and 14×14 rows (196 positions) cut at 64 left a 4-position unit per
+  // row at the full price — 2 of its 8 slots walked nothing. Zen 5, registry entries, blocks of 8
+  // calls alternating in one process, 3 runs: 32×1024×14×14 statistics 0.60–0.74 → 0.45–0.50
+  // ms (pieces 64, 64, 68 against 64, 64, 64, 4), backward sums 1.38–1.58 → 1.10–1.16 (walk 32:
+  // 5 × 32 + 36 against 6 × 32 + 4); 8×2048×14×14 statistics 0.33–0.46 → 0.26–0.35, sums
+  // 0.57–0.96 → 0.47–0.69. Spreading also the 16-position remainder of 28×28 rows (784 = 12 × 64
+  // + 16) lost (32×512×28×28 sums 3.0–3.2 → 3.3–3.4 ms, in 13 even pieces or 11 of 72), so
+  // longer remainders keep their own unit.
   const int64_t walk = walk_positions(c * static_cast<int64_t>(sizeof(T)), Backward ? 2 : 1);
   const bool short_rows = len <= kWalk;
   const int64_t rows_per_unit = short_rows ? (walk + len - 1) / len : 1;
-  const int64_t pieces = short_rows ? 1 : (len + walk - 1) / walk;
+  const int64_t remainder = len % walk;
+  const bool spread = !short_rows && remainder > 0 && remainder < std::max(kSlots, walk / 4);
+  const int64_t pieces = short_rows ? 1 : spread ? len / walk : (len + walk - 1) / walk;
+  const int64_t cycles = (len + kSlots - 1) / kSlots;  // slot cycles of a row, the last partial
   const int64_t units = short_rows ? (rows + rows_per_unit - 1) / rows_per_unit : rows * pieces;
   struct Unit {
     int64_t row, row_end, q0, q1;
   };
   auto unit = [&](int64_t u) -> Unit {
     if (short_rows) return {u * rows_per_unit, std::min(rows, (u + 1) * rows_per_unit), 0, len};
-    const int64_t q0 = u % pieces * walk;
-    return {u / pieces, u / pieces + 1, q0, std::min(len, q0 + walk)};
+    const int64_t i = u % pieces;
+    if (!spread) return {u / pieces, u / pieces + 1, i * walk, std::min(len, (i + 1) * walk)};
+    return {u / pieces, u / pieces + 1, i * cycles / pieces * kSlots,
+            std::min(len, (i + 1) * cycles / pieces * kSlots)};
   };
   // A walk reads one cache line per position, C·sizeof(T) bytes apart, a pattern the hardware
   // prefetchers follow poorly from DRAM (a 16 KiB region read column by column: 11 GB/s on two
