@@ -12,6 +12,7 @@
 
 #include "bnorm/error.h"
 #include "bnorm/parallel.h"
+#include "internal/cache_line_vector.h"
 #include "kernels/batch_norm_impls.h"
 #include "kernels/relu_mask_bits.h"
 
@@ -19,6 +20,8 @@ namespace bnorm {
 
 using kernels::BatchNormProblem;
 using kernels::Layout;
+// Per-channel arrays in double, cache-line aligned: the kernels load them as whole vectors.
+using ChannelArray = detail::CacheLineVector<double>;
 
 namespace {
 
@@ -125,17 +128,17 @@ void check_no_overlap(const char* fn, const char* name, const Tensor& out,
 }
 
 // Reads a per-channel tensor as doubles; `fallback` when undefined.
-std::vector<double> per_channel(const Tensor& t, int64_t c, double fallback) {
-  if (!t.defined()) return std::vector<double>(static_cast<std::size_t>(c), fallback);
+ChannelArray per_channel(const Tensor& t, int64_t c, double fallback) {
+  if (!t.defined()) return ChannelArray(static_cast<std::size_t>(c), fallback);
   if (t.dtype() == DType::kFloat32) {
     const float* d = t.data<float>();
-    return std::vector<double>(d, d + c);
+    return ChannelArray(d, d + c);
   }
   const double* d = t.data<double>();
-  return std::vector<double>(d, d + c);
+  return ChannelArray(d, d + c);
 }
 
-void store_per_channel(Tensor& t, const std::vector<double>& v) {
+void store_per_channel(Tensor& t, const ChannelArray& v) {
   if (t.dtype() == DType::kFloat32) {
     float* d = t.data<float>();
     for (std::size_t i = 0; i < v.size(); ++i) d[i] = static_cast<float>(v[i]);
@@ -162,8 +165,8 @@ void inv_std(const double* __restrict var, double eps, int64_t c0, int64_t c1,
   }
 }
 
-void throw_if_nonfinite(const char* fn, const char* what, const std::vector<double>& a,
-                        const std::vector<double>& b) {
+void throw_if_nonfinite(const char* fn, const char* what, const ChannelArray& a,
+                        const ChannelArray& b) {
   if (g_nonfinite_policy.load() != NonFinitePolicy::kThrow) return;
   for (std::size_t c = 0; c < a.size(); ++c) {
     if (!std::isfinite(a[c]) || !std::isfinite(b[c])) {
@@ -281,9 +284,9 @@ void forward_train_core(const char* fn, const Tensor& x, const Tensor* z, const 
                     {"running_var", &running_var}});
 
   const kernels::BatchNormImpl& impl = kernels::batch_norm_select(p);
-  const std::vector<double> w = per_channel(weight, p.c, 1.0);
-  const std::vector<double> b = per_channel(bias, p.c, 0.0);
-  std::vector<double> mean(p.c), var(p.c), invstd(p.c), scale(p.c);
+  const ChannelArray w = per_channel(weight, p.c, 1.0);
+  const ChannelArray b = per_channel(bias, p.c, 0.0);
+  ChannelArray mean(p.c), var(p.c), invstd(p.c), scale(p.c);
   auto coefficients = [&](int64_t c0, int64_t c1) {
     inv_std(var.data(), eps, c0, c1, invstd.data());
     const double* __restrict is = invstd.data();
@@ -309,8 +312,8 @@ void forward_train_core(const char* fn, const Tensor& x, const Tensor* z, const 
 
   if (running_mean.defined()) {
     const double n = static_cast<double>(p.n * p.hw);
-    std::vector<double> rm = per_channel(running_mean, p.c, 0.0);
-    std::vector<double> rv = per_channel(running_var, p.c, 1.0);
+    ChannelArray rm = per_channel(running_mean, p.c, 0.0);
+    ChannelArray rv = per_channel(running_var, p.c, 1.0);
     for (int64_t c = 0; c < p.c; ++c) {
       rm[c] = momentum * mean[c] + (1 - momentum) * rm[c];
       rv[c] = momentum * (var[c] * n / (n - 1)) + (1 - momentum) * rv[c];
@@ -381,13 +384,13 @@ void forward_infer_core(const char* fn, const Tensor& x, const Tensor* z, const 
                          running_var.raw_data(), eps, y.raw_data());
     return;
   }
-  const std::vector<double> w = per_channel(weight, p.c, 1.0);
-  const std::vector<double> b = per_channel(bias, p.c, 0.0);
-  const std::vector<double> mean = per_channel(running_mean, p.c, 0.0);
-  const std::vector<double> var = per_channel(running_var, p.c, 1.0);
+  const ChannelArray w = per_channel(weight, p.c, 1.0);
+  const ChannelArray b = per_channel(bias, p.c, 0.0);
+  const ChannelArray mean = per_channel(running_mean, p.c, 0.0);
+  const ChannelArray var = per_channel(running_var, p.c, 1.0);
   throw_if_nonfinite(fn, "running_mean/running_var", mean, var);
   throw_if_nonfinite(fn, "weight/bias", w, b);
-  std::vector<double> scale(p.c);
+  ChannelArray scale(p.c);
   // Eval mode uses 1/sqrt(running_var + eps) as PyTorch does (no InvStd zero rule).
   for (int64_t c = 0; c < p.c; ++c) scale[c] = w[c] / std::sqrt(var[c] + eps);
   write_output(impl, p, x, z, mask, mean.data(), scale.data(), b.data(), y);
@@ -494,21 +497,21 @@ void backward_core(const char* fn, const Tensor& dy, const Tensor& x, const Tens
     }
   }
 
-  const std::vector<double> w = per_channel(weight, p.c, 1.0);
-  std::vector<double> mean, invstd(p.c);
+  const ChannelArray w = per_channel(weight, p.c, 1.0);
+  ChannelArray mean, invstd(p.c);
   if (train) {
     mean = per_channel(save_mean, p.c, 0.0);
     invstd = per_channel(save_invstd, p.c, 1.0);
   } else {
     mean = per_channel(running_mean, p.c, 0.0);
-    const std::vector<double> var = per_channel(running_var, p.c, 1.0);
+    const ChannelArray var = per_channel(running_var, p.c, 1.0);
     for (int64_t c = 0; c < p.c; ++c) invstd[c] = 1.0 / std::sqrt(var[c] + eps);
   }
   const kernels::BatchNormImpl& impl = kernels::batch_norm_select(p);
   const bool need_sums = train || output_mask[1] || output_mask[2];
-  std::vector<double> sum_dy(p.c, 0.0), sum_dy_xmu(p.c, 0.0);
+  ChannelArray sum_dy(p.c, 0.0), sum_dy_xmu(p.c, 0.0);
   // See doc/batch_norm.md, "Backward": dx = k_dy·dy + k_xmu·(x − mean) + k_const.
-  std::vector<double> k_dy(p.c), k_xmu(p.c, 0.0), k_const(p.c, 0.0);
+  ChannelArray k_dy(p.c), k_xmu(p.c, 0.0), k_const(p.c, 0.0);
   auto coefficients = [&](int64_t c0, int64_t c1) {
     const double n = static_cast<double>(p.n * p.hw);
     const double* __restrict is = invstd.data();
@@ -547,7 +550,7 @@ void backward_core(const char* fn, const Tensor& dy, const Tensor& x, const Tens
     mask_gradient(p.dtype, dy.raw_data(), mask, dz.raw_data(), x.numel());
   }
   if (output_mask[1]) {
-    std::vector<double> dw(p.c);
+    ChannelArray dw(p.c);
     for (int64_t c = 0; c < p.c; ++c) dw[c] = sum_dy_xmu[c] * invstd[c];
     store_per_channel(dweight, dw);
   }
