@@ -785,7 +785,8 @@ TEST(BatchNormImpls, WalkUnitsSizedByTheL2ChangeNoBit) {
 }
 
 // The tunings that follow amd_cpu() — NHWC backward sums in 128-channel ranges, streamed NHWC
-// rows of 4 KiB in groups of four instead of two — change no bit: both settings give
+// rows of 4 KiB in groups of four instead of two, NHWC rows up to 512 bytes as periodic runs
+// (the 72-channel cases over 2^18 elements) — change no bit: both settings give
 // cpu:blocked's bits on every NHWC case and on streamed 1024-channel rows (4101 of them: the
 // groups end in a single row), whichever CPU runs the test.
 TEST(BatchNormImpls, AmdTuningsChangeNoBit) {

@@ -1372,10 +1372,22 @@ inline int64_t coefficient_period(const BatchNormProblem& p) {
   const int64_t unit = pattern_unit(p);
   return unit * ((kLanes + unit - 1) / unit);
 }
+// On AMD, large NHWC tensors of rows up to 512 bytes run periodic even when C is a multiple of
+// kLanes: one run per thread saves a row's call and setup, which is most of a 256-byte row's
+// cost. Zen 5, registry entries with aligned coefficient arrays, blocks of calls alternating in
+// one process, 2 runs: 32×64×112×112 normalize 3.2–3.9 → 2.5–3.2 ms, inference 3.0–3.9 →
+// 2.8–3.5, BN + Add + ReLU 6.1–6.3 → 5.8–5.9, dx 5.1–5.4 → 4.9–5.0; 16×128×56×56 dx 0.87–0.92
+// → 0.78–0.85, the others within 4%; 16×256×56×56 (1 KiB rows) mixed, so longer rows keep the
+// rows path. Not timed on Intel, which keeps it too.
+inline bool periodic_short_rows(const BatchNormProblem& p) {
+  const int64_t elem = p.dtype == DType::kFloat32 ? 4 : 8;
+  return p.layout == Layout::kNHWC && p.c * elem <= 512 && amd_cpu();
+}
 inline bool periodic_runs(const BatchNormProblem& p) {
   const bool unaligned =
       p.layout == Layout::kNHWC
-          ? p.c % kLanes != 0 && (p.c < kLanes || p.n * p.hw * p.c >= kPeriodicMinElems)
+          ? (p.c % kLanes != 0 && p.c < kLanes) || ((p.c % kLanes != 0 || periodic_short_rows(p)) &&
+                                                    p.n * p.hw * p.c >= kPeriodicMinElems)
           : p.hw < kLanes;
   // At least 8 periods: below that, laying out the arrays costs more than the run saves
   // (4×2000×3 NCHW dx, a 6000-element period: 34 → 44 µs).
