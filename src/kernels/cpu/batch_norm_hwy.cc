@@ -595,7 +595,7 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   // (whole slot cycles shared out evenly, a piece then at most two cycles longer than a walk): a
   // unit costs its range's accumulators, loaded and stored once per slot (2·8·cw doubles) however
   // few positions it holds, and 14×14 rows (196 positions) cut at 64 left a 4-position unit per
-  // row at the full price — 2 of its 8 slots walked nothing. Zen 5, registry entries, blocks of 8
+  // row at the full price — 4 of its 8 slots walked nothing. Zen 5, registry entries, blocks of 8
   // calls alternating in one process, 3 runs: 32×1024×14×14 statistics 0.60–0.74 → 0.45–0.50
   // ms (pieces 64, 64, 68 against 64, 64, 64, 4), backward sums 1.38–1.58 → 1.10–1.16 (walk 32:
   // 5 × 32 + 36 against 6 × 32 + 4); 8×2048×14×14 statistics 0.33–0.46 → 0.26–0.35, sums
@@ -1378,7 +1378,7 @@ inline int64_t coefficient_period(const BatchNormProblem& p) {
 // one process, 2 runs: 32×64×112×112 normalize 3.2–3.9 → 2.5–3.2 ms, inference 3.0–3.9 →
 // 2.8–3.5, BN + Add + ReLU 6.1–6.3 → 5.8–5.9, dx 5.1–5.4 → 4.9–5.0; 16×128×56×56 dx 0.87–0.92
 // → 0.78–0.85, the others within 4%; 16×256×56×56 (1 KiB rows) mixed, so longer rows keep the
-// rows path. Not timed on Intel, which keeps it too.
+// rows path. Not timed on Intel, which keeps the rows path for them.
 inline bool periodic_short_rows(const BatchNormProblem& p) {
   const int64_t elem = p.dtype == DType::kFloat32 ? 4 : 8;
   return p.layout == Layout::kNHWC && p.c * elem <= 512 && amd_cpu();
