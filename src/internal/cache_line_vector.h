@@ -4,7 +4,7 @@
 // hands to the kernels are read as whole SIMD vectors along NHWC rows and 2-d (N, C) inputs. At
 // malloc's 16-byte alignment a 64-byte (AVX-512) load of them straddles two cache lines, which
 // the core serves as two loads. Zen 5, kernel entries with the arrays 16–48 bytes off a line
-// against aligned, blocks of calls alternating in one process: NHWC normalize 32×512×28×28 1.46
+// against aligned, one process each, one run: NHWC normalize 32×512×28×28 1.46
 // → 1.16 ms, 32×64×112×112 3.62 → 3.05; dx 2.31 → 1.81 and 6.26 → 4.92 (rows of 4 KiB and
 // more, whose coefficient loads serve 4 rows, the same). Through the public API (its
 // arrays 16 bytes off against aligned, alternating blocks, 2 runs): training forward 32×64×112×112

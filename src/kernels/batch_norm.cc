@@ -8,7 +8,6 @@
 
 #include <atomic>
 #include <cmath>
-#include <vector>
 
 #include "bnorm/error.h"
 #include "bnorm/parallel.h"

@@ -599,9 +599,9 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   // calls alternating in one process, 3 runs: 32×1024×14×14 statistics 0.60–0.74 → 0.45–0.50
   // ms (pieces 64, 64, 68 against 64, 64, 64, 4), backward sums 1.38–1.58 → 1.10–1.16 (walk 32:
   // 5 × 32 + 36 against 6 × 32 + 4); 8×2048×14×14 statistics 0.33–0.46 → 0.26–0.35, sums
-  // 0.57–0.96 → 0.47–0.69. Spreading also the 16-position remainder of 28×28 rows (784 = 12 × 64
-  // + 16) lost (32×512×28×28 sums 3.0–3.2 → 3.3–3.4 ms, in 13 even pieces or 11 of 72), so
-  // longer remainders keep their own unit.
+  // 0.57–0.96 → 0.47–0.69 (4 runs, one a tie). Spreading also the 16-position remainder of 28×28
+  // rows (784 = 12 × 64 + 16) lost in 7 of 8 runs (32×512×28×28 sums 3.0–3.2 → 3.15–3.42 ms, in
+  // 13 even pieces or 11 of 72), so longer remainders keep their own unit.
   const int64_t walk = walk_positions(c * static_cast<int64_t>(sizeof(T)), Backward ? 2 : 1);
   const bool short_rows = len <= kWalk;
   const int64_t rows_per_unit = short_rows ? (walk + len - 1) / len : 1;
@@ -1375,20 +1375,17 @@ inline int64_t coefficient_period(const BatchNormProblem& p) {
 // On AMD, large NHWC tensors of rows up to 512 bytes run periodic even when C is a multiple of
 // kLanes: one run per thread saves a row's call and setup, which is most of a 256-byte row's
 // cost. Zen 5, registry entries with aligned coefficient arrays, blocks of calls alternating in
-// one process, 2 runs: 32×64×112×112 normalize 3.2–3.9 → 2.5–3.2 ms, inference 3.0–3.9 →
-// 2.8–3.5, BN + Add + ReLU 6.1–6.3 → 5.8–5.9, dx 5.1–5.4 → 4.9–5.0; 16×128×56×56 dx 0.87–0.92
-// → 0.78–0.85, the others within 4%; 16×256×56×56 (1 KiB rows) mixed, so longer rows keep the
-// rows path. Not timed on Intel, which keeps the rows path for them.
-inline bool periodic_short_rows(const BatchNormProblem& p) {
-  const int64_t elem = p.dtype == DType::kFloat32 ? 4 : 8;
-  return p.layout == Layout::kNHWC && p.c * elem <= 512 && amd_cpu();
+// one process: 32×64×112×112 normalize 3.2–4.9 → 2.5–4.6 ms (4 runs), inference 3.0–3.9 →
+// 2.8–3.5, BN + Add + ReLU 6.1–6.3 → 5.8–5.9, dx 5.1–5.4 → 4.9–5.0 (2 runs each);
+// 16×128×56×56 dx 0.87–0.92 → 0.78–0.85, the others within 4%; 16×256×56×56 (1 KiB rows)
+// mixed, so longer rows keep the rows path. Not timed on Intel, which keeps the rows path.
+inline bool periodic_nhwc_rows(const BatchNormProblem& p) {
+  const bool short_rows_amd = p.c * static_cast<int64_t>(dtype_size(p.dtype)) <= 512 && amd_cpu();
+  return p.c < kLanes ||
+         ((p.c % kLanes != 0 || short_rows_amd) && p.n * p.hw * p.c >= kPeriodicMinElems);
 }
 inline bool periodic_runs(const BatchNormProblem& p) {
-  const bool unaligned =
-      p.layout == Layout::kNHWC
-          ? (p.c % kLanes != 0 && p.c < kLanes) || ((p.c % kLanes != 0 || periodic_short_rows(p)) &&
-                                                    p.n * p.hw * p.c >= kPeriodicMinElems)
-          : p.hw < kLanes;
+  const bool unaligned = p.layout == Layout::kNHWC ? periodic_nhwc_rows(p) : p.hw < kLanes;
   // At least 8 periods: below that, laying out the arrays costs more than the run saves
   // (4×2000×3 NCHW dx, a 6000-element period: 34 → 44 µs).
   const int64_t period = coefficient_period(p);
