@@ -46,11 +46,14 @@ void expect_identical(const Outputs& a, const Outputs& b, const std::string& wha
 }
 
 TEST(BatchNormDeterminism, SameBitsForAnyThreadCountAndLayout) {
-  // The last two shapes are over 4 MiB: NHWC blocks read by walks, channel ranges that depend
-  // on the thread count (the values must not); rows of 2060 channels take ranges of whole pages
-  // where there are at most 2 threads (float) or 4 (double).
-  const Shape shapes[] = {{64, 5, 10, 10},  {2, 3, 70, 70},   {33, 130, 3, 5},
-                          {3, 7, 2, 3, 50}, {4, 200, 40, 40}, {2, 2060, 20, 15}};
+  // {4, 200, 40, 40} and {2, 2060, 20, 15} are over 4 MiB: NHWC blocks read by walks, channel
+  // ranges that depend on the thread count (the values must not); rows of 2060 channels take
+  // ranges of whole pages where there are at most 2 threads (float) or 4 (double). The
+  // reductions give a parallel chunk at least 32768 elements (smaller problems run on one
+  // thread), so NCHW rows of HW < 8 (and NHWC rows of 13 channels) get a shape large enough to
+  // be shared: {3000, 13, 1, 2}, 6 blocks of ~13000 elements.
+  const Shape shapes[] = {{64, 5, 10, 10},  {2, 3, 70, 70},    {33, 130, 3, 5}, {3, 7, 2, 3, 50},
+                          {4, 200, 40, 40}, {2, 2060, 20, 15}, {3000, 13, 1, 2}};
   for (const Shape& shape : shapes) {
     for (DType dt : {DType::kFloat32, DType::kFloat64}) {
       const Outputs base = run(shape, dt, MemoryFormat::kContiguous, 1);
@@ -67,7 +70,8 @@ TEST(BatchNormDeterminism, SameBitsForAnyThreadCountAndLayout) {
 }
 
 TEST(BatchNormDeterminism, TwoDimensionalInputForAnyThreadCount) {
-  for (const Shape& shape : {Shape{5000, 3}, Shape{300, 130}, Shape{9000, 70}}) {
+  // {40000, 3}: rows of fewer than 8 channels over 40 blocks, large enough to be shared.
+  for (const Shape& shape : {Shape{5000, 3}, Shape{300, 130}, Shape{9000, 70}, Shape{40000, 3}}) {
     const Outputs base = run(shape, DType::kFloat32, MemoryFormat::kContiguous, 1);
     for (int threads : {2, 3, 8}) {
       expect_identical(base, run(shape, DType::kFloat32, MemoryFormat::kContiguous, threads),
