@@ -341,10 +341,10 @@ HWY_NOINLINE void nchw_short_range_sums(const BatchNormProblem& p, const T* HWY_
 }
 
 // NHWC work items are (block, range of channels); a block's positions are one contiguous range
-// of memory rows, read in units of kWalk positions: for each unit, groups of up to 4 channel
-// vectors of the range walk the unit's positions slot by slot (nhwc_slot_walks), each slot's
-// 2 sums per vector in registers (loaded from and stored to `acc`, which holds the range's
-// accumulators, once per slot and unit), while the next unit is prefetched.
+// of memory rows, read in units of kWalk positions: for each unit and slot, groups of up to 4
+// channel vectors of the range in turn walk the unit's positions of that slot (nhwc_slot_walk),
+// each slot's 2 sums per vector in registers (loaded from and stored to `acc`, which holds the
+// range's accumulators, once per slot and unit), while the next unit is prefetched.
 // (An earlier version read small tensors and rows of ≤ 64 channels row by row, every channel's
 // 8 slots × 2 sums in L1. Against the slot-by-slot walks it lost everywhere, medians of 2 × 300
 // calls: 256×1024 statistics 35 → 28 µs, backward sums 53 → 44 µs; 8×2048×7×7 backward sums
@@ -399,7 +399,12 @@ struct UnitPrefetcher {
   static constexpr int64_t kLineElems = 64 / static_cast<int64_t>(sizeof(T));
   HWY_INLINE void step() {
     if (k == count) return;
+// rows[k] is read only below count, which plan_prefetch sets with the rows; GCC 12 cannot follow
+// that through the slot-major walks of nhwc_block_sums and warns.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
     prefetch_l2(rows[k] + line * kLineElems);
+#pragma GCC diagnostic pop
     if (++line == lines) {
       line = 0;
       ++k;
@@ -407,15 +412,22 @@ struct UnitPrefetcher {
   }
 };
 
+// The walk after this one in the same unit, whose lines a walk prefetches into L1, position for
+// position: memory channel `ch`, slot j + dj, `lines` cache lines per position (0: none).
+struct NextWalk {
+  int64_t ch = 0, dj = 0, lines = 0;
+};
+
 // Adds the terms (add_terms) of V channel vectors from memory channel ch over the runs
-// [row0, row1) of a unit (positions q0 ≤ q < q1 of each, q0 a multiple of 8), slot by slot: for
-// slot j, the positions q ≡ j (mod 8) of each run in order. Each slot adds its terms in
+// [row0, row1) of a unit (positions q0 ≤ q < q1 of each, q0 a multiple of 8) for slot j: the
+// positions q ≡ j (mod 8) of each run in order. Each slot adds its terms in
 // ascending position order, as Note [Canonical reduction order] asks, and only 2·V accumulators
 // are live, so V = 4 fits in registers and a float walk reads whole cache lines per position.
 // (The previous walk kept one vector's 8 slots × 2 sums in registers and so read half a line
 // per position; with C a multiple of 1024 floats every position of a walk maps to one L1 set,
 // and the line's second half, read one channel vector later, had always been evicted.) The
-// prefetchers advance one line of each tensor per line read.
+// prefetchers advance one line of each tensor per line read, and `next` names the walk whose
+// lines to bring into L1 meanwhile.
 // With `fresh` (the block's first unit), the sums start at +0.0 instead of being loaded.
 // With Tail (V = 1), the vector holds only the first `tail` < kLanes channels (the range's last,
 // past its whole vectors): loads are masked (load_first), the other lanes add 0 − 0 to
@@ -424,13 +436,13 @@ struct UnitPrefetcher {
 // channel; C = 100: 4 of each row's 100 channels, 1.03 against 0.72 cycles per element for
 // C = 96).
 template <int64_t V, bool Backward, bool Masked, typename T, bool Tail = false>
-HWY_INLINE void nhwc_slot_walks(const T* HWY_RESTRICT x, const Grad<Masked, T> grad, int64_t start,
-                                int64_t stride, int64_t c, int64_t ch, int64_t row0, int64_t row1,
-                                int64_t q0, int64_t q1, double* HWY_RESTRICT acc1,
-                                double* HWY_RESTRICT acc2, int64_t cs,
-                                const double* HWY_RESTRICT shift, bool fresh, UnitPrefetcher<T>& px,
-                                UnitPrefetcher<T>& pg, UnitPrefetcher<uint8_t>& pm,
-                                int64_t tail = kLanes) {
+HWY_INLINE void nhwc_slot_walk(const T* HWY_RESTRICT x, const Grad<Masked, T> grad, int64_t start,
+                               int64_t stride, int64_t c, int64_t ch, int64_t row0, int64_t row1,
+                               int64_t q0, int64_t q1, int64_t j, double* HWY_RESTRICT acc1,
+                               double* HWY_RESTRICT acc2, int64_t cs,
+                               const double* HWY_RESTRICT shift, bool fresh, UnitPrefetcher<T>& px,
+                               UnitPrefetcher<T>& pg, UnitPrefetcher<uint8_t>& pm,
+                               const NextWalk& next, int64_t tail = kLanes) {
   static_assert(!Tail || V == 1, "a tail is one partial vector");
   const DD dd;
   constexpr int64_t kLinesPerStep =
@@ -439,7 +451,7 @@ HWY_INLINE void nhwc_slot_walks(const T* HWY_RESTRICT x, const Grad<Masked, T> g
   for (int64_t v = 0; v < V; ++v) {
     sh[v] = Tail ? load_first(dd, shift, tail) : hn::Load(dd, shift + v * kLanes);
   }
-  for (int64_t j = 0; j < kSlots; ++j) {
+  {
     VD a1[V], a2[V];
     for (int64_t v = 0; v < V; ++v) {
       a1[v] = fresh ? hn::Zero(dd) : hn::Load(dd, acc1 + j * cs + v * kLanes);
@@ -453,6 +465,13 @@ HWY_INLINE void nhwc_slot_walks(const T* HWY_RESTRICT x, const Grad<Masked, T> g
           if (Backward) pg.step();
         }
         if (Masked) pm.step();
+        if (q + next.dj < q1) {
+          const int64_t en = (pos + q + next.dj) * c + next.ch;
+          for (int64_t l = 0; l < next.lines; ++l) {
+            hwy::Prefetch(x + en + l * UnitPrefetcher<T>::kLineElems);
+            if (Backward) hwy::Prefetch(grad.dy + en + l * UnitPrefetcher<T>::kLineElems);
+          }
+        }
         const int64_t e = (pos + q) * c + ch;
         for (int64_t v = 0; v < V; ++v) {
           const int64_t ev = e + v * kLanes;
@@ -648,6 +667,27 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
     px.count = pg.count = n;
     pm.count = Masked ? n : 0;
   };
+  // The walks' order and their L1 prefetch. A walk (one slot of one group) reads its positions
+  // 8 apart, and the walks of a unit read every line of it once. Group-major order (a group's 8
+  // slots, then the next group) kept consecutive walks in the same columns; with rows of a
+  // multiple of 4 KiB (the span of an x86 L1 way) every position of a column maps to one L1 set,
+  // so the misses of a group's 8 walks crowded 2 sets. Slot-major order (each slot over every
+  // group) moves to the next columns at each walk, and so lets each walk prefetch the next walk's
+  // lines into L1, position for position, into other sets than its own (prefetching the next
+  // slot of the same group, the previous attempt, evicted the lines being read). Same bits: the
+  // (slot, group) accumulators are independent. Zen 5, 2 threads, registry entries, blocks of
+  // calls alternating the four settings in one process, medians of 20–30 blocks (the host was
+  // slow that hour: group-major without prefetch first, then slot-major without and with it),
+  // statistics: 4096×1024 646–676 → 621–624 / 638–644 µs, 32×1024×14×14 1076 → 988 / 1028,
+  // 32×2048×7×7 633 → 551 / 548, 32×512×28×28 2602 → 2314 / 2221, 65536×256 3485–3614 →
+  // 3176–3514 / 2945–3079, 16×256×56×56 2685 → 2539 / 2212, 32×64×112×112 5913 → 5693 / 4999;
+  // backward sums: 4096×1024 1251 → 1163 / 1173, 32×1024×14×14 2047–2628 → 2137–2410 /
+  // 2043–2246, 32×2048×7×7 841 → 827 / 816, 32×512×28×28 4322–4825 → 3995–4709 / 3730–3979,
+  // 65536×256 5943 → 5902 / 5144, 16×256×56×56 4768 → 4690 / 3994, 32×64×112×112 10229 → 9947 /
+  // 8148. In cache the prefetch does not pay (one thread, 256×256 statistics 16.9 → 16.8 / 18.3
+  // µs; 128×1024 backward sums 75.9 → 70.9 / 69.9), so tensors up to 4 MiB (nhwc_small) and the
+  // copies of kFill, which sit in L1/L2, walk without it.
+  const bool prefetch_next = !kFill && !nhwc_small(p, sizeof(T));
   for (int64_t u = 0; u < units; ++u) {
     const Unit w = unit(u);
     // The first unit's walks start every slot's sums at +0.0 in registers and store them all, so
@@ -673,21 +713,60 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
     // Four channel vectors (two cache lines of float) per walk, then two, then one (32×2048×7×7
     // backward sums, medians of 4 alternating runs: 1.65 ms with one vector walking 8 slots in
     // registers, 1.17 with two vectors slot by slot, 0.92 with four; eight: the same as four).
-    int64_t i = 0;
-    auto walks = [&](auto vectors) {
-      constexpr int64_t V = decltype(vectors)::value;
-      for (; i + V * kLanes <= cv; i += V * kLanes) {
-        nhwc_slot_walks<V, Backward>(xu, gu, su, stride, c, c0 + i, w.row, w.row_end, w.q0, w.q1,
-                                     acc + i, acc2 + i, cs, shift + i, fresh, px, pg, pm);
+    // The range's groups: from channel c0 + i, 4, 2 or 1 whole vectors (the largest that fits:
+    // 4s while they fit, then at most one 2 and one 1), then the tail vector (0), or none (-1).
+    auto group_at = [&](int64_t i) -> int64_t {
+      for (int64_t v : {4, 2, 1}) {
+        if (i + v * kLanes <= cv) return v;
+      }
+      return i < cw ? 0 : -1;
+    };
+    auto group_end = [&](int64_t i, int64_t v) { return v > 0 ? i + v * kLanes : cw; };
+    auto group_lines = [&](int64_t i, int64_t v) {
+      return ((group_end(i, v) - i) * static_cast<int64_t>(sizeof(T)) + 63) / 64;
+    };
+    auto walk_one = [&](int64_t i, int64_t v, int64_t j, const NextWalk& next) {
+      auto one = [&](auto vectors) {
+        constexpr int64_t V = decltype(vectors)::value;
+        if constexpr (V == 0) {
+          nhwc_slot_walk<1, Backward, Masked, T, /*Tail=*/true>(
+              xu, gu, su, stride, c, c0 + i, w.row, w.row_end, w.q0, w.q1, j, acc + i, acc2 + i, cs,
+              shift + i, fresh, px, pg, pm, next, cw - i);
+        } else {
+          nhwc_slot_walk<V, Backward>(xu, gu, su, stride, c, c0 + i, w.row, w.row_end, w.q0, w.q1,
+                                      j, acc + i, acc2 + i, cs, shift + i, fresh, px, pg, pm, next);
+        }
+      };
+      switch (v) {
+        case 4:
+          one(std::integral_constant<int64_t, 4>{});
+          break;
+        case 2:
+          one(std::integral_constant<int64_t, 2>{});
+          break;
+        case 1:
+          one(std::integral_constant<int64_t, 1>{});
+          break;
+        default:
+          one(std::integral_constant<int64_t, 0>{});
+          break;
       }
     };
-    walks(std::integral_constant<int64_t, 4>{});
-    walks(std::integral_constant<int64_t, 2>{});
-    walks(std::integral_constant<int64_t, 1>{});
-    if (cv < cw) {
-      nhwc_slot_walks<1, Backward, Masked, T, /*Tail=*/true>(
-          xu, gu, su, stride, c, c0 + cv, w.row, w.row_end, w.q0, w.q1, acc + cv, acc2 + cv, cs,
-          shift + cv, fresh, px, pg, pm, cw - cv);
+    for (int64_t j = 0; j < kSlots; ++j) {
+      for (int64_t i = 0, v = group_at(0); v >= 0;) {
+        int64_t ni = group_end(i, v), nv = group_at(ni);
+        NextWalk next{c0 + ni, 0, 0};
+        if (nv < 0 && j + 1 < kSlots) {  // the next slot's first group
+          ni = 0;
+          nv = group_at(0);
+          next = {c0, 1, 0};
+        }
+        if (nv >= 0 && prefetch_next) next.lines = group_lines(ni, nv);
+        walk_one(i, v, j, next);
+        if (ni == 0) break;  // the slot's last group
+        i = ni;
+        v = nv;
+      }
     }
     while (px.k != px.count) px.step();  // more lines than walk steps (narrow ranges)
     while (Backward && pg.k != pg.count) pg.step();
