@@ -667,27 +667,26 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
     px.count = pg.count = n;
     pm.count = Masked ? n : 0;
   };
-  // The walks' order and their L1 prefetch. A walk (one slot of one group) reads its positions
-  // 8 apart, and the walks of a unit read every line of it once. Group-major order (a group's 8
-  // slots, then the next group) kept consecutive walks in the same columns; with rows of a
-  // multiple of 4 KiB (the span of an x86 L1 way) every position of a column maps to one L1 set,
-  // so the misses of a group's 8 walks crowded 2 sets. Slot-major order (each slot over every
-  // group) moves to the next columns at each walk, and so lets each walk prefetch the next walk's
-  // lines into L1, position for position, into other sets than its own (prefetching the next
-  // slot of the same group, the previous attempt, evicted the lines being read). Same bits: the
-  // (slot, group) accumulators are independent. Zen 5, 2 threads, registry entries, blocks of
-  // calls alternating the four settings in one process, medians of 20–30 blocks (the host was
-  // slow that hour: group-major without prefetch first, then slot-major without and with it),
-  // statistics: 4096×1024 646–676 → 621–624 / 638–644 µs, 32×1024×14×14 1076 → 988 / 1028,
-  // 32×2048×7×7 633 → 551 / 548, 32×512×28×28 2602 → 2314 / 2221, 65536×256 3485–3614 →
-  // 3176–3514 / 2945–3079, 16×256×56×56 2685 → 2539 / 2212, 32×64×112×112 5913 → 5693 / 4999;
-  // backward sums: 4096×1024 1251 → 1163 / 1173, 32×1024×14×14 2047–2628 → 2137–2410 /
-  // 2043–2246, 32×2048×7×7 841 → 827 / 816, 32×512×28×28 4322–4825 → 3995–4709 / 3730–3979,
-  // 65536×256 5943 → 5902 / 5144, 16×256×56×56 4768 → 4690 / 3994, 32×64×112×112 10229 → 9947 /
-  // 8148. In cache the prefetch does not pay (one thread, 256×256 statistics 16.9 → 16.8 / 18.3
-  // µs; 128×1024 backward sums 75.9 → 70.9 / 69.9), so tensors up to 4 MiB (nhwc_small) and the
-  // copies of kFill, which sit in L1/L2, walk without it.
-  const bool prefetch_next = !kFill && !nhwc_small(p, sizeof(T));
+  // The walks' order, and their L1 prefetch. A walk (one slot of one group) reads its positions
+  // 8 apart, and the walks of a unit read every line of it once. In group-major order (a group's
+  // 8 slots, then the next group) consecutive walks read the same columns; in slot-major order
+  // (each slot over every group) they move to the next columns, so a walk can prefetch the next
+  // walk's lines into L1, position for position, into other L1 sets than the lines it reads
+  // (prefetching the next slot of the same group, tried before, evicted the lines being read).
+  // Same bits either way: the (slot, group) accumulators are independent. Zen 5, 2 threads,
+  // registry entries, separate builds alternating in separate processes (2–3 runs, minimum and
+  // median of 15 blocks of calls), slot-major with prefetch against group-major without:
+  // backward sums 32×512×28×28 2.84–2.88 → 2.25–2.32 ms, 65536×256 3.56–3.65 → 2.99,
+  // 16×256×56×56 2.71–2.76 → 2.30–2.32, 32×64×112×112 4.94–5.13 → 3.75–4.02; statistics 65536×256
+  // 1.60–1.76 → 1.29–1.31 ms, 32×64×112×112 2.54–2.77 → 2.11–2.14. Rows of a multiple of 4 KiB
+  // (the span of an x86 L1 way, so that every position of a column maps to one L1 set) lose:
+  // statistics 4096×1024 0.265 → 0.300 ms, 32×1024×14×14 0.42–0.43 → 0.49, 32×2048×7×7 0.234 →
+  // 0.254–0.262, backward sums 4096×1024 0.60–0.61 → 0.63–0.64. And in cache the slot-major walks
+  // lose without the prefetch (one thread, 256×256 statistics 6.3–6.6 → 8.1–8.3 µs) and the
+  // prefetch does not pay; so tensors up to 4 MiB (nhwc_small), the copies of kFill (in L1/L2)
+  // and rows of a multiple of 4 KiB walk group-major, without it.
+  const bool slot_major =
+      !kFill && !nhwc_small(p, sizeof(T)) && c * static_cast<int64_t>(sizeof(T)) % 4096 != 0;
   for (int64_t u = 0; u < units; ++u) {
     const Unit w = unit(u);
     // The first unit's walks start every slot's sums at +0.0 in registers and store them all, so
@@ -713,59 +712,75 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
     // Four channel vectors (two cache lines of float) per walk, then two, then one (32×2048×7×7
     // backward sums, medians of 4 alternating runs: 1.65 ms with one vector walking 8 slots in
     // registers, 1.17 with two vectors slot by slot, 0.92 with four; eight: the same as four).
-    // The range's groups: from channel c0 + i, 4, 2 or 1 whole vectors (the largest that fits:
-    // 4s while they fit, then at most one 2 and one 1), then the tail vector (0), or none (-1).
-    auto group_at = [&](int64_t i) -> int64_t {
-      for (int64_t v : {4, 2, 1}) {
-        if (i + v * kLanes <= cv) return v;
+    auto walk_one = [&](int64_t i, auto vectors, int64_t j, const NextWalk& next) {
+      constexpr int64_t V = decltype(vectors)::value;
+      if constexpr (V == 0) {  // the tail vector
+        nhwc_slot_walk<1, Backward, Masked, T, /*Tail=*/true>(
+            xu, gu, su, stride, c, c0 + i, w.row, w.row_end, w.q0, w.q1, j, acc + i, acc2 + i, cs,
+            shift + i, fresh, px, pg, pm, next, cw - i);
+      } else {
+        nhwc_slot_walk<V, Backward>(xu, gu, su, stride, c, c0 + i, w.row, w.row_end, w.q0, w.q1, j,
+                                    acc + i, acc2 + i, cs, shift + i, fresh, px, pg, pm, next);
       }
-      return i < cw ? 0 : -1;
     };
-    auto group_end = [&](int64_t i, int64_t v) { return v > 0 ? i + v * kLanes : cw; };
-    auto group_lines = [&](int64_t i, int64_t v) {
-      return ((group_end(i, v) - i) * static_cast<int64_t>(sizeof(T)) + 63) / 64;
-    };
-    auto walk_one = [&](int64_t i, int64_t v, int64_t j, const NextWalk& next) {
-      auto one = [&](auto vectors) {
+    if (!slot_major) {  // group-major: each group's 8 slots
+      int64_t i = 0;
+      auto walks = [&](auto vectors) {
         constexpr int64_t V = decltype(vectors)::value;
-        if constexpr (V == 0) {
-          nhwc_slot_walk<1, Backward, Masked, T, /*Tail=*/true>(
-              xu, gu, su, stride, c, c0 + i, w.row, w.row_end, w.q0, w.q1, j, acc + i, acc2 + i, cs,
-              shift + i, fresh, px, pg, pm, next, cw - i);
-        } else {
-          nhwc_slot_walk<V, Backward>(xu, gu, su, stride, c, c0 + i, w.row, w.row_end, w.q0, w.q1,
-                                      j, acc + i, acc2 + i, cs, shift + i, fresh, px, pg, pm, next);
+        for (; i + V * kLanes <= cv; i += V * kLanes) {
+          for (int64_t j = 0; j < kSlots; ++j) walk_one(i, vectors, j, NextWalk{});
         }
       };
-      switch (v) {
-        case 4:
-          one(std::integral_constant<int64_t, 4>{});
-          break;
-        case 2:
-          one(std::integral_constant<int64_t, 2>{});
-          break;
-        case 1:
-          one(std::integral_constant<int64_t, 1>{});
-          break;
-        default:
-          one(std::integral_constant<int64_t, 0>{});
-          break;
-      }
-    };
-    for (int64_t j = 0; j < kSlots; ++j) {
-      for (int64_t i = 0, v = group_at(0); v >= 0;) {
-        int64_t ni = group_end(i, v), nv = group_at(ni);
-        NextWalk next{c0 + ni, 0, 0};
-        if (nv < 0 && j + 1 < kSlots) {  // the next slot's first group
-          ni = 0;
-          nv = group_at(0);
-          next = {c0, 1, 0};
+      walks(std::integral_constant<int64_t, 4>{});
+      walks(std::integral_constant<int64_t, 2>{});
+      walks(std::integral_constant<int64_t, 1>{});
+      if (cv < cw) {
+        for (int64_t j = 0; j < kSlots; ++j) {
+          walk_one(cv, std::integral_constant<int64_t, 0>{}, j, NextWalk{});
         }
-        if (nv >= 0 && prefetch_next) next.lines = group_lines(ni, nv);
-        walk_one(i, v, j, next);
-        if (ni == 0) break;  // the slot's last group
-        i = ni;
-        v = nv;
+      }
+    } else {
+      // The range's groups: from channel c0 + i, 4, 2 or 1 whole vectors (the largest that
+      // fits: 4s while they fit, then at most one 2 and one 1), then the tail vector (0), or
+      // none (-1); as the group-major walks above.
+      auto group_at = [&](int64_t i) -> int64_t {
+        for (int64_t v : {4, 2, 1}) {
+          if (i + v * kLanes <= cv) return v;
+        }
+        return i < cw ? 0 : -1;
+      };
+      auto group_end = [&](int64_t i, int64_t v) { return v > 0 ? i + v * kLanes : cw; };
+      auto group_lines = [&](int64_t i, int64_t v) {
+        return ((group_end(i, v) - i) * static_cast<int64_t>(sizeof(T)) + 63) / 64;
+      };
+      for (int64_t j = 0; j < kSlots; ++j) {
+        for (int64_t i = 0, v = group_at(0); v >= 0;) {
+          int64_t ni = group_end(i, v), nv = group_at(ni);
+          NextWalk next{c0 + ni, 0, 0};
+          if (nv < 0 && j + 1 < kSlots) {  // the next slot's first group
+            ni = 0;
+            nv = group_at(0);
+            next = {c0, 1, 0};
+          }
+          if (nv >= 0) next.lines = group_lines(ni, nv);
+          switch (v) {
+            case 4:
+              walk_one(i, std::integral_constant<int64_t, 4>{}, j, next);
+              break;
+            case 2:
+              walk_one(i, std::integral_constant<int64_t, 2>{}, j, next);
+              break;
+            case 1:
+              walk_one(i, std::integral_constant<int64_t, 1>{}, j, next);
+              break;
+            default:
+              walk_one(i, std::integral_constant<int64_t, 0>{}, j, next);
+              break;
+          }
+          if (ni == 0) break;  // the slot's last group
+          i = ni;
+          v = nv;
+        }
       }
     }
     while (px.k != px.count) px.step();  // more lines than walk steps (narrow ranges)
