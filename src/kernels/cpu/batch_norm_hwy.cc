@@ -348,7 +348,9 @@ HWY_NOINLINE void nchw_short_range_sums(const BatchNormProblem& p, const T* HWY_
 // (An earlier version read small tensors and rows of ≤ 64 channels row by row, every channel's
 // 8 slots × 2 sums in L1. Against the slot-by-slot walks it lost everywhere, medians of 2 × 300
 // calls: 256×1024 statistics 35 → 28 µs, backward sums 53 → 44 µs; 8×2048×7×7 backward sums
-// 200 → 168 µs; 32×64×112×112 statistics 7.1 → 4.1 ms, backward sums 9.3 → 7.4 ms.)
+// 200 → 168 µs; 32×64×112×112 statistics 7.1 → 4.1 ms, backward sums 9.3 → 7.4 ms: 7019291,
+// an earlier host and walks. On Zen 5 against today's walks, whole rows of at most 128
+// channels read from memory faster row by row: nhwc_row_order_sums.)
 
 // Channels per range for tensors up to 4 MiB (likely in cache): more, smaller work items share
 // small problems better between threads.
@@ -493,6 +495,100 @@ HWY_INLINE void nhwc_slot_walk(const T* HWY_RESTRICT x, const Grad<Masked, T> gr
   }
 }
 
+// Whole rows of at most this many channels are read in memory order (nhwc_row_order_sums): their
+// 8 slots × 2 sums, 16 KiB of double, stay in L1 beside the data (a third of a 48 KiB L1).
+// Rows of 256 channels (32 KiB of sums) read that way lost to the walks (Zen 5, registry
+// entries, 3 alternating runs: 16×256×56×56 statistics 1.15–1.33 → 2.50–2.76 ms, 65536×256
+// 1.36–1.70 → 3.50–3.70).
+constexpr int64_t kRowOrderChannels = 128;
+// The sums of the runs of a block (`rows` runs of `len` positions, the first at position
+// `start`, `stride` positions apart, each run's slots counting up from 0) for channels
+// [c0, c0 + cw), reading each position's cw channels in memory order and adding them to the
+// accumulators of its slot in `acc1`/`acc2` (8 rows of cs doubles each), which stay in L1. Each
+// slot still adds its terms in ascending position order (Note [Canonical reduction order]);
+// the first slot cycle starts the sums at +0.0 instead of loading them.
+// Why: the walks read a unit column by column, 8 positions apart, which the hardware
+// prefetchers follow poorly from memory, and their software prefetch of the next unit does not
+// make up for it; rows read in order are one sequential stream, at the price of each vector's
+// two sums going through L1 (two loads and two stores) instead of registers. Zen 5, 2 threads,
+// registry entries, medians of 15–30 calls, 3–4 runs alternating with the walks:
+// 32×64×112×112 statistics 2.37–3.04 → 1.96–2.23 ms, backward sums 3.68–4.06 → 3.32–3.80;
+// 16×64×56×56 0.26–0.28 → 0.23–0.24 and 0.42–0.44 → 0.28–0.29; 32×128×28×28 0.25–0.27 →
+// 0.22–0.24 and 0.49–0.50 → 0.28–0.32; 131072×64 0.70–0.77 → 0.61–0.71 and 1.26–1.37 →
+// 1.01–1.09. Slower, in a model loop of the same arithmetic: prefetching 64 rows ahead
+// (32×64×112×112 backward sums 2.7 → 3.1 ms); and in the kernel, adding K = 2 or 4 slot
+// cycles per load of the sums (statistics 2.0 → 3.5–4.4 ms: rows 8 apart again).
+template <bool Backward, bool Masked, typename T>
+HWY_NOINLINE void nhwc_row_order_sums(const T* HWY_RESTRICT x, const Grad<Masked, T> grad,
+                                      int64_t start, int64_t stride, int64_t c, int64_t c0,
+                                      int64_t cw, int64_t rows, int64_t len,
+                                      double* HWY_RESTRICT acc1, double* HWY_RESTRICT acc2,
+                                      int64_t cs, const double* HWY_RESTRICT shift) {
+  const DD dd;
+  const int64_t cv = cw / kLanes * kLanes;
+  if (rows * len < kSlots) {  // slots no position reaches keep +0.0 for the tree
+    std::fill(acc1, acc1 + kSlots * cs, 0.0);
+    std::fill(acc2, acc2 + kSlots * cs, 0.0);
+  }
+  auto position = [&](int64_t e, int64_t j, auto fresh) {
+    constexpr bool kFresh = decltype(fresh)::value;
+    double* HWY_RESTRICT a1 = acc1 + j * cs;
+    double* HWY_RESTRICT a2 = acc2 + j * cs;
+    int64_t i = 0;
+    for (; i < cv; i += kLanes) {
+      VD s1 = kFresh ? hn::Zero(dd) : hn::Load(dd, a1 + i);
+      VD s2 = kFresh ? hn::Zero(dd) : hn::Load(dd, a2 + i);
+      const VD sh = hn::Load(dd, shift + i);
+      add_terms<Backward>(load_d(dd, x + e + i), Backward ? grad.load(dd, e + i) : sh, sh, s1, s2);
+      hn::Store(s1, dd, a1 + i);
+      hn::Store(s2, dd, a2 + i);
+    }
+    if (i < cw) {  // the tail vector: other lanes add 0 − 0 to sums nobody reads
+      const int64_t n = cw - i;
+      VD s1 = kFresh ? hn::Zero(dd) : hn::Load(dd, a1 + i);
+      VD s2 = kFresh ? hn::Zero(dd) : hn::Load(dd, a2 + i);
+      const VD sh = load_first(dd, shift + i, n);
+      add_terms<Backward>(load_first(dd, x + e + i, n),
+                          Backward ? grad.load_first(dd, e + i, n) : sh, sh, s1, s2);
+      hn::Store(s1, dd, a1 + i);
+      hn::Store(s2, dd, a2 + i);
+    }
+  };
+  for (int64_t rr = 0; rr < rows; ++rr) {
+    const int64_t e0 = (start + rr * stride) * c + c0;
+    int64_t q = 0;
+    if (rr == 0) {
+      for (; q < std::min(len, kSlots); ++q) position(e0 + q * c, q, std::true_type{});
+    }
+    for (; q < len; ++q) position(e0 + q * c, q & (kSlots - 1), std::false_type{});
+  }
+}
+
+// Each channel's slot tree from a range's accumulators (8 rows of cs doubles per sum, see
+// nhwc_block_sums), kLanes channels at a time: sum_slots's additions lane by lane (sum_slots
+// itself cannot take the vectors: reduction_order.h is compiled without the SIMD target's
+// attributes, so Highway's operators would not inline there).
+HWY_INLINE void store_slot_trees(const double* HWY_RESTRICT acc, const double* HWY_RESTRICT acc2,
+                                 int64_t cs, int64_t cw, BlockSums* HWY_RESTRICT out) {
+  const DD dd;
+  auto tree = [&](const double* HWY_RESTRICT a, int64_t i) {
+    VD t[kSlots];
+    for (int64_t j = 0; j < kSlots; ++j) t[j] = hn::Load(dd, a + j * cs + i);
+    return hn::Add(hn::Add(hn::Add(t[0], t[1]), hn::Add(t[2], t[3])),
+                   hn::Add(hn::Add(t[4], t[5]), hn::Add(t[6], t[7])));
+  };
+  static_assert(kSlots == 8, "the tree above assumes 8 slots");
+  HWY_ALIGN double s1[kLanes], s2[kLanes];
+  for (int64_t i = 0; i < cw; i += kLanes) {  // the last vector may be the tail's
+    hn::Store(tree(acc, i), dd, s1);
+    hn::Store(tree(acc2, i), dd, s2);
+    for (int64_t l = 0; l < std::min(kLanes, cw - i); ++l) {
+      out[i + l].sum[0] = s1[l];
+      out[i + l].sum[1] = s2[l];
+    }
+  }
+}
+
 // The sums of block r of an NHWC tensor of C < 8 channels (whole rows). Eight consecutive
 // positions of a run (slots 0–7) are 8·C consecutive elements, element k of them belonging to
 // slot k / C of channel k mod C: so the 8·C accumulators of the block, laid out in that order,
@@ -607,6 +703,16 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   const int64_t cv = cw / kLanes * kLanes;
   const int64_t cs = padded_channels(cw);  // accumulator row stride, whole aligned vectors
   double* HWY_RESTRICT acc2 = acc + kSlots * cs;
+  // Whole rows of at most kRowOrderChannels in memory order, the backward sums always, the
+  // statistics beyond 4 MiB: in cache the walks' sums in registers add faster (one thread,
+  // 1024×64 statistics 5.5 → 6.9 µs read row by row) than sums that go through L1 for each row.
+  const bool row_order =
+      !kFill && cw == c && c <= kRowOrderChannels && (Backward || !nhwc_small(p, sizeof(T)));
+  if (row_order) {
+    nhwc_row_order_sums<Backward>(x, grad, start, stride, c, c0, cw, rows, len, acc, acc2, cs,
+                                  shift);
+    return store_slot_trees(acc, acc2, cs, cw, out);
+  }
   // Walk units: whole short rows (at most kWalk positions), at least `walk` positions together
   // (32×2048×7×7 statistics: 0.84 → 0.73 ms against one 49-position row per unit), or pieces of
   // a long row: `walk` positions each, the last one shorter — unless it would hold less than a
@@ -787,26 +893,7 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
     while (Backward && pg.k != pg.count) pg.step();
     while (Masked && pm.k != pm.count) pm.step();
   }
-  // Each channel's slot tree, kLanes channels at a time: sum_slots's additions lane by lane
-  // (sum_slots itself cannot take the vectors: reduction_order.h is compiled without the SIMD
-  // target's attributes, so Highway's operators would not inline there).
-  const DD dd;
-  auto tree = [&](const double* HWY_RESTRICT a, int64_t i) {
-    VD t[kSlots];
-    for (int64_t j = 0; j < kSlots; ++j) t[j] = hn::Load(dd, a + j * cs + i);
-    return hn::Add(hn::Add(hn::Add(t[0], t[1]), hn::Add(t[2], t[3])),
-                   hn::Add(hn::Add(t[4], t[5]), hn::Add(t[6], t[7])));
-  };
-  static_assert(kSlots == 8, "the tree above assumes 8 slots");
-  HWY_ALIGN double s1[kLanes], s2[kLanes];
-  for (int64_t i = 0; i < cw; i += kLanes) {  // the last vector may be the tail's
-    hn::Store(tree(acc, i), dd, s1);
-    hn::Store(tree(acc2, i), dd, s2);
-    for (int64_t l = 0; l < std::min(kLanes, cw - i); ++l) {
-      out[i + l].sum[0] = s1[l];
-      out[i + l].sum[1] = s2[l];
-    }
-  }
+  store_slot_trees(acc, acc2, cs, cw, out);
 }
 
 // The BlockSums of block r for the cn ≤ kGroup channels c0 … c0 + cn − 1 of an NCHW tensor,
