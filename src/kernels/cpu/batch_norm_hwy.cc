@@ -513,11 +513,11 @@ constexpr int64_t kRowOrderChannels = 128;
 // two sums going through L1 (two loads and two stores) instead of registers. Zen 5, 2 threads,
 // registry entries, medians of 15–30 calls, 3–4 runs alternating with the walks:
 // 32×64×112×112 statistics 2.37–3.04 → 1.96–2.23 ms, backward sums 3.68–4.06 → 3.32–3.80;
-// 16×64×56×56 0.26–0.28 → 0.23–0.24 and 0.42–0.44 → 0.28–0.29; 32×128×28×28 0.25–0.27 →
+// 16×64×56×56 0.26–0.28 → 0.22–0.24 and 0.42–0.44 → 0.28–0.29; 32×128×28×28 0.25–0.27 →
 // 0.22–0.24 and 0.49–0.50 → 0.28–0.32; 131072×64 0.70–0.77 → 0.61–0.71 and 1.26–1.37 →
 // 1.01–1.09. Slower, in a model loop of the same arithmetic: prefetching 64 rows ahead
-// (32×64×112×112 backward sums 2.7 → 3.1 ms); and in the kernel, adding K = 2 or 4 slot
-// cycles per load of the sums (statistics 2.0 → 3.5–4.4 ms: rows 8 apart again).
+// (32×64×112×112 backward sums 2.7 → 3.1–3.8 ms); and in the kernel, adding K = 2 or 4 slot
+// cycles per load of the sums (statistics 2.0–2.1 → 3.5–4.4 ms: rows 8 apart again).
 template <bool Backward, bool Masked, typename T>
 HWY_NOINLINE void nhwc_row_order_sums(const T* HWY_RESTRICT x, const Grad<Masked, T> grad,
                                       int64_t start, int64_t stride, int64_t c, int64_t c0,
@@ -704,7 +704,7 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   const int64_t cs = padded_channels(cw);  // accumulator row stride, whole aligned vectors
   double* HWY_RESTRICT acc2 = acc + kSlots * cs;
   // Whole rows of at most kRowOrderChannels in memory order, the backward sums always, the
-  // statistics beyond 4 MiB: in cache the walks' sums in registers add faster (one thread,
+  // statistics beyond 4 MiB: in cache the walks' sums in registers add faster (registry entry,
   // 1024×64 statistics 5.5 → 6.9 µs read row by row) than sums that go through L1 for each row.
   const bool row_order =
       !kFill && cw == c && c <= kRowOrderChannels && (Backward || !nhwc_small(p, sizeof(T)));
