@@ -193,8 +193,9 @@ std::size_t stream_limit_bytes();
 /// tensors of a few MiB; not to be called while kernels run.
 void set_stream_limit_bytes(std::size_t bytes);
 /// Whether this is an AMD CPU: tunings measured on Zen 5 and not on Intel (the channel ranges of
-/// the NHWC backward sums, the row groups of streamed NHWC passes) follow it; so does
-/// stream_limit_bytes, from the CPU itself. Changes no value, only speed.
+/// the NHWC backward sums, the row groups of streamed NHWC passes, NHWC reductions of whole rows of
+/// at most 128 channels in memory order) follow it; so does stream_limit_bytes, from the CPU
+/// itself. Changes no value, only speed.
 bool amd_cpu();
 /// Forces amd_cpu() to `amd` (1: AMD, 0: not; -1: back to the CPUID check), for tests that check
 /// both sets of tunings give the same bits; not to be called while kernels run. The stream limit

@@ -44,8 +44,8 @@ const Case kCases[] = {{2, 1, 1},
                        {3, 64, 49},
                        {2, 40, 1030},
                        {300, 16, 1},
-                       // NHWC rows of 8–128 channels read in memory order (the backward sums;
-                       // the statistics over 4 MiB): a block of 3 positions, whose other 5
+                       // NHWC rows of 8–128 channels read in memory order on AMD (the backward
+                       // sums; the statistics over 4 MiB): a block of 3 positions, whose other 5
                        // slots no position reaches; and over 4 MiB, rows of 12 float vectors and
                        // a tail of 4 channels, runs of 10 positions (a slot cycle and 2).
                        {1, 20, 3},

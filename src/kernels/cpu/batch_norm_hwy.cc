@@ -706,8 +706,10 @@ HWY_NOINLINE void nhwc_block_sums(const BatchNormProblem& p, const T* HWY_RESTRI
   // Whole rows of at most kRowOrderChannels in memory order, the backward sums always, the
   // statistics beyond 4 MiB: in cache the walks' sums in registers add faster (registry entry,
   // 1024×64 statistics 5.5 → 6.9 µs read row by row) than sums that go through L1 for each row.
-  const bool row_order =
-      !kFill && cw == c && c <= kRowOrderChannels && (Backward || !nhwc_small(p, sizeof(T)));
+  // On AMD only: measured on Zen 5; on the Intel host the same reading lost to the walks of
+  // 7019291 (32×64×112×112 statistics 7.1 against 4.1 ms) and was not measured there since.
+  const bool row_order = !kFill && cw == c && c <= kRowOrderChannels &&
+                         (Backward || !nhwc_small(p, sizeof(T))) && amd_cpu();
   if (row_order) {
     nhwc_row_order_sums<Backward>(x, grad, start, stride, c, c0, cw, rows, len, acc, acc2, cs,
                                   shift);
