@@ -39,8 +39,9 @@ const Case kCases[] = {{2, 1, 1},
                        // NHWC: several 64-channel chunks walked by channel vectors.
                        {2, 300, 3},
                        {2, 80, 40},
-                       // NHWC rows of at most 64 channels, read row by row; NCHW groups of 4
-                       // channels with a masked row tail (49 = 6·8 + 1, 1030 = 1024 + 6).
+                       // NHWC rows of at most 64 channels (backward sums read row by row on AMD;
+                       // 1030: a 6-position last segment); NCHW groups of 4 channels with a
+                       // masked row tail (49 = 6·8 + 1, 1030 = 1024 + 6).
                        {3, 64, 49},
                        {2, 40, 1030},
                        {300, 16, 1},
@@ -50,9 +51,10 @@ const Case kCases[] = {{2, 1, 1},
                        // a tail of 4 channels, runs of 10 positions (a slot cycle and 2).
                        {1, 20, 3},
                        {1100, 100, 10},
-                       // Over 4 MiB (float): NHWC blocks read by walks with prefetch, not row by
-                       // row; 138 = 17 vectors + 2 scalar channels; 4100 = 4·1024 + 4; walk
-                       // units of several 49-position rows; 2-d rows walked linearly.
+                       // Over 4 MiB (float): NHWC blocks read by walks with prefetch (rows of at
+                       // most 128 channels row by row on AMD, walks elsewhere); 138 = 17 vectors
+                       // + 2 scalar channels; 4100 = 4·1024 + 4; walk units of several
+                       // 49-position rows; 2-d rows walked linearly.
                        {2, 138, 4100},
                        {400, 72, 49},
                        {20000, 72, 1},
