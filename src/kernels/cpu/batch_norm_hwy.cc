@@ -52,6 +52,36 @@ static_assert(kSlots % kLanes == 0, "slots must fill whole vectors");
 // Elements per elementwise chunk; see batch_norm_cpu_blocked.cc.
 constexpr int64_t kElementwiseGrain = 32768;
 
+// Tensors of at most this many elements run their plain passes on one thread. On the Zen 5 host an
+// OpenMP region costs ~3.7 µs (parallel_for of 2 empty chunks, 2 threads, median of 20000; a
+// cache line takes ~240 ns from one core to the other), and a training forward or backward has
+// two regions and hands per-channel arrays from one core to the other between them. Public API,
+// one process, blocks of 200 calls alternating 1 and 2 threads, medians of 12 blocks (µs):
+// training forward 1024×64 17.7 vs 21.4, 16×64×8×8 NCHW 17.5 vs 22.4, NHWC 18.6 vs 22.1,
+// 256×256 19.8 vs 26.1, 128×512 22.2 vs 28.0, 64×1024 28.7 vs 34.5; inference 1024×64 7.2 vs
+// 8.8, 64×1024 9.6 vs 10.0; backward 1024×64 24.6 vs 27.0, 256×256 32.7 vs 35.4, 128×512 37.9
+// vs 37.1, 64×1024 48.3 vs 46.6. From 131072 elements two threads win (128×1024: training
+// forward 52.8 vs 46.9, inference 20.3 vs 15.4, backward 96.1 vs 71.4; 32×64×8×8 NHWC 36.7 vs
+// 32.1 forward); at 98304 (96×1024) the forward still ran faster on one (39.1 vs 42.4) but the
+// backward on two (74.1 vs 64.0).
+// The fused ops' passes (the ReLU mask's bits: the epilogue, the masked backward) do more per
+// element and gain from two threads at these sizes, so they keep kElementwiseGrain (BN + Add +
+// ReLU forward 1024×64 35.3 vs 30.0 µs, 16×64×8×8 NCHW 37.6 vs 32.0; its backward 37.9 vs 36.5,
+// 37.2 vs 33.6, 64×1024 63.9 vs 58.7).
+constexpr int64_t kSerialMaxElems = 65536;
+// A grain no loop reaches: one chunk, so parallel_for runs it on the calling thread.
+constexpr int64_t kWholeLoop = int64_t{1} << 40;
+// Indices per parallel chunk of a pass over p whose indices cover `per_index` elements each
+// (planes, rows, work items): kElementwiseGrain elements' worth, or the whole loop for a small p
+// unless the pass is `masked`.
+inline bool serial_pass(const BatchNormProblem& p, bool masked) {
+  return !masked && p.n * p.c * p.hw <= kSerialMaxElems;
+}
+inline int64_t grain_for(const BatchNormProblem& p, int64_t per_index, bool masked) {
+  if (serial_pass(p, masked)) return kWholeLoop;
+  return std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(per_index, 1));
+}
+
 HWY_INLINE VD load_d(DD dd, const float* p) {
   const hn::Rebind<float, DD> df;
   return hn::PromoteTo(dd, hn::LoadU(df, p));
@@ -1244,15 +1274,14 @@ void block_sums_t(const BatchNormProblem& p, const T* x, const Grad<Masked, T> g
   const bool nchw_short = p.layout == Layout::kNCHW && p.hw < kSlots;
   // Work items per parallel chunk: at least kElementwiseGrain elements of x, as in the
   // elementwise passes, counting a block's actual positions (a plan's blocks hold up to
-  // kBlockElems; a small batch's one block holds N·HW). Small problems then run on one thread:
-  // on the Zen 5 host an OpenMP region costs ~3 µs (an empty one, 2 threads; the worker starts
-  // 1–2 µs after the master), more than the work of a small reduction (registry entries, 20000
-  // calls, 1 vs 2 threads: statistics 8×256 0.8 vs 5.0 µs, 4×64×8×8 NCHW 2.5 vs 6.0, 16×1024
-  // 3.5 vs 6.8; backward sums 32×1024 9.3 vs 11.4). Which thread adds an item changes no value.
+  // kBlockElems; a small batch's one block holds N·HW); small problems on one thread
+  // (grain_for: an OpenMP region costs more than the work of a small reduction; registry
+  // entries, 20000 calls, 1 vs 2 threads: statistics 8×256 0.8 vs 5.0 µs, 4×64×8×8 NCHW 2.5 vs
+  // 6.0, 16×1024 3.5 vs 6.8; backward sums 32×1024 9.3 vs 11.4). Which thread adds an item
+  // changes no value.
   const int64_t block_positions = (p.n * p.hw + nb - 1) / nb;
   auto grain_of = [&](int64_t item_channels) {
-    return std::max<int64_t>(
-        1, kElementwiseGrain / std::max<int64_t>(1, block_positions * item_channels));
+    return grain_for(p, block_positions * item_channels, Masked);
   };
   if (p.layout == Layout::kNCHW && !nchw_short) {
     const int64_t groups = (p.c + kGroup - 1) / kGroup;
@@ -1442,18 +1471,19 @@ HWY_INLINE void elementwise_run(const T* HWY_RESTRICT x, const Grad<Masked, T> g
 // Calls run(per_lane, base, ch, len) for every NCHW plane (per_lane = std::false_type, ch = the
 // plane's channel, len = HW) or NHWC row (std::true_type, ch = 0, len = C), in parallel; with
 // Flush, each thread fences its non-temporal stores at the end of its chunk.
+// `masked` as in grain_for.
 template <bool Flush = false, typename Run>
-void for_each_run(const BatchNormProblem& p, Run run) {
+void for_each_run(const BatchNormProblem& p, bool masked, Run run) {
   const int64_t c = p.c, hw = p.hw;
   if (p.layout == Layout::kNCHW) {
-    const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(hw, 1));
+    const int64_t grain = grain_for(p, hw, masked);
     parallel_for(0, p.n * c, grain, [=](int64_t i0, int64_t i1) {
       for (int64_t plane = i0; plane < i1; ++plane)
         run(std::false_type{}, plane * hw, plane % c, hw);
       if (Flush) hwy::FlushStream();
     });
   } else {
-    const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(c, 1));
+    const int64_t grain = grain_for(p, c, masked);
     parallel_for(0, p.n * hw, grain, [=](int64_t i0, int64_t i1) {
       for (int64_t rw = i0; rw < i1; ++rw) run(std::true_type{}, rw * c, int64_t{0}, c);
       if (Flush) hwy::FlushStream();
@@ -1785,7 +1815,9 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
     const auto [pass, period, len, run, runs] = periodic_pass(p);
     const int64_t ahead = prefetch_distance<T>(p, 1);
     // Chunks of whole runs, at least 8 periods, so that laying out the arrays costs little.
-    const int64_t grain = std::max<int64_t>(1, std::max(kElementwiseGrain, 8 * period) / run);
+    const int64_t grain = serial_pass(p, Masked)
+                              ? kWholeLoop
+                              : std::max<int64_t>(1, std::max(kElementwiseGrain, 8 * period) / run);
     parallel_for(0, runs, grain, [=](int64_t r0, int64_t r1) {
       const double* b = periodic_coefficients(p, pass, coefficients());
       elementwise_periodic<Dx, Stream>(x, grad, b, b + len, b + 2 * len, b + 3 * len, out, g_out,
@@ -1810,7 +1842,10 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
     // pairs. Chunks are a multiple of 4 rows; every element is independent, so the grouping changes
     // no value.
     const int64_t c = p.c;
-    const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(c, 1) / 4) * 4;
+    const int64_t grain =
+        serial_pass(p, Masked)
+            ? kWholeLoop
+            : std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(c, 1) / 4) * 4;
     auto rows_of = [=](auto rows) {
       constexpr int64_t kRows = decltype(rows)::value;
       // Groups of rows are one stream per row and tensor that the hardware prefetchers follow;
@@ -1849,14 +1884,14 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
   const int64_t ahead = prefetch_distance<T>(p, 1);
   if (p.hw >= kLanes) {
     const int64_t hw = p.hw, c = p.c;
-    const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / hw);
+    const int64_t grain = grain_for(p, hw, Masked);
     parallel_for(0, p.n * c, grain, [=](int64_t q0, int64_t q1) {
       elementwise_planes<Dx, Stream>(x, grad, coefficients(), out, g_out, q0, q1, hw, c, ahead);
       if (Stream) hwy::FlushStream();
     });
     return;
   }
-  for_each_run<Stream>(p, [=](auto per_lane, int64_t base, int64_t ch, int64_t len) {
+  for_each_run<Stream>(p, Masked, [=](auto per_lane, int64_t base, int64_t ch, int64_t len) {
     const auto [m, k1, k2, k3] = coefficients();
     elementwise_run<Dx, decltype(per_lane)::value, Stream>(
         x + base, grad, base, m + ch, k1 + ch, k2 + ch, Dx ? k3 + ch : nullptr, out + base,
