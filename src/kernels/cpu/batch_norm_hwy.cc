@@ -1020,6 +1020,13 @@ inline auto stats_finisher(const BatchNormProblem& p, double* mean, double* var)
 inline auto sums_finisher(const BatchNormProblem& p, double* sum_dy, double* sum_dy_xmu) {
   return [nb = make_block_plan(p.n, p.hw).num_blocks, sum_dy, sum_dy_xmu](
              int64_t c0, int64_t c1, const BlockSums* partial) {
+    if (nb == 1) {  // the block's sums are the channel's (sum_blocks of one value is that value)
+      for (int64_t c = c0; c < c1; ++c) {
+        sum_dy[c] = partial[c - c0].sum[0];
+        sum_dy_xmu[c] = partial[c - c0].sum[1];
+      }
+      return;
+    }
     FinishScratch<double> scratch(nb);
     for (int64_t c = c0; c < c1; ++c) {
       finish_sums(partial + (c - c0) * nb, nb, scratch.data(), sum_dy + c, sum_dy_xmu + c);
