@@ -1,10 +1,11 @@
 // CacheLineVector: every allocation, whatever its size or element type, starts on a cache line,
-// also after growth and copies; the values are a std::vector's.
+// also after growth and copies; the values are a std::vector's; freed blocks are reused.
 #include "internal/cache_line_vector.h"
 
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <thread>
 #include <vector>
 
 namespace bnorm::detail {
@@ -38,6 +39,44 @@ TEST(CacheLineVector, EveryAllocationStartsOnACacheLine) {
   const CacheLineVector<float> from_range(d, d + 5);
   EXPECT_TRUE(on_cache_line(from_range.data()));
   EXPECT_EQ(from_range, f);
+}
+
+// A freed block comes back to the next allocation of the same size on the same thread, not to
+// one of another size; each thread keeps its own blocks; values are never carried over.
+TEST(CacheLineVector, ReusesAFreedBlockOfTheSameSize) {
+  const double* first = nullptr;
+  {
+    CacheLineVector<double> v(1000, 1.0);
+    first = v.data();
+  }
+  CacheLineVector<double> same(1000, 2.0);
+  EXPECT_EQ(same.data(), first);
+  EXPECT_EQ(same.front(), 2.0);
+  EXPECT_EQ(same.back(), 2.0);
+  {
+    CacheLineVector<double> other(1001, 3.0);
+    EXPECT_NE(other.data(), first);
+    EXPECT_TRUE(on_cache_line(other.data()));
+  }
+  const double* in_thread = nullptr;
+  std::thread([&] {
+    CacheLineVector<double> v(1000, 4.0);  // `same` still holds the main thread's block
+    in_thread = v.data();
+    EXPECT_TRUE(on_cache_line(in_thread));
+  }).join();
+  EXPECT_NE(in_thread, same.data());
+  // More blocks than a thread keeps, and one larger than it keeps: all freed, none reused twice.
+  std::vector<CacheLineVector<float>> many;
+  for (std::size_t i = 0; i < 2 * ThreadBlockCache::kBlocks; ++i) many.emplace_back(64, 1.0f);
+  many.emplace_back(ThreadBlockCache::kMaxBytes, 1.0f);
+  many.clear();
+  std::vector<const float*> seen;
+  for (std::size_t i = 0; i < ThreadBlockCache::kBlocks + 2; ++i) {
+    many.emplace_back(64, 5.0f);
+    for (const float* p : seen) EXPECT_NE(p, many.back().data());
+    seen.push_back(many.back().data());
+    EXPECT_EQ(many.back()[63], 5.0f);
+  }
 }
 
 }  // namespace
