@@ -53,9 +53,14 @@ TEST(CacheLineVector, ReusesAFreedBlockOfTheSameSize) {
   EXPECT_EQ(same.data(), first);
   EXPECT_EQ(same.front(), 2.0);
   EXPECT_EQ(same.back(), 2.0);
+  const double* small = nullptr;
   {
-    CacheLineVector<double> other(1001, 3.0);
-    EXPECT_NE(other.data(), first);
+    CacheLineVector<double> kept_small(10, 3.0);
+    small = kept_small.data();
+  }
+  {
+    CacheLineVector<double> other(1001, 3.0);  // not the 80-byte block just kept
+    EXPECT_NE(other.data(), small);
     EXPECT_TRUE(on_cache_line(other.data()));
   }
   const double* in_thread = nullptr;
