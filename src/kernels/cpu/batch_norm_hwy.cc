@@ -65,21 +65,19 @@ constexpr int64_t kElementwiseGrain = 32768;
 // 32.1 forward); at 98304 (96×1024) the forward still ran faster on one (39.1 vs 42.4) but the
 // backward on two (74.1 vs 64.0).
 // The fused ops' passes (the ReLU mask's bits: the epilogue, the masked backward) do more per
-// element and gain from two threads at these sizes, so they keep kElementwiseGrain (BN + Add +
+// element and gain from two threads at these sizes, so grain_for keeps their chunks (BN + Add +
 // ReLU forward 1024×64 35.3 vs 30.0 µs, 16×64×8×8 NCHW 37.6 vs 32.0; its backward 37.9 vs 36.5,
 // 37.2 vs 33.6, 64×1024 63.9 vs 58.7).
 constexpr int64_t kSerialMaxElems = 65536;
 // A grain no loop reaches: one chunk, so parallel_for runs it on the calling thread.
 constexpr int64_t kWholeLoop = int64_t{1} << 40;
 // Indices per parallel chunk of a pass over p whose indices cover `per_index` elements each
-// (planes, rows, work items): kElementwiseGrain elements' worth, or the whole loop for a small p
-// unless the pass is `masked`.
-inline bool serial_pass(const BatchNormProblem& p, bool masked) {
-  return !masked && p.n * p.c * p.hw <= kSerialMaxElems;
-}
-inline int64_t grain_for(const BatchNormProblem& p, int64_t per_index, bool masked) {
-  if (serial_pass(p, masked)) return kWholeLoop;
-  return std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(per_index, 1));
+// (planes, rows, runs, work items): `chunk_elems` elements' worth (kElementwiseGrain unless the
+// pass needs more), or the whole loop for a small p unless the pass is `masked`.
+inline int64_t grain_for(const BatchNormProblem& p, int64_t per_index, bool masked,
+                         int64_t chunk_elems = kElementwiseGrain) {
+  if (!masked && p.n * p.c * p.hw <= kSerialMaxElems) return kWholeLoop;
+  return std::max<int64_t>(1, chunk_elems / std::max<int64_t>(per_index, 1));
 }
 
 HWY_INLINE VD load_d(DD dd, const float* p) {
@@ -1822,9 +1820,7 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
     const auto [pass, period, len, run, runs] = periodic_pass(p);
     const int64_t ahead = prefetch_distance<T>(p, 1);
     // Chunks of whole runs, at least 8 periods, so that laying out the arrays costs little.
-    const int64_t grain = serial_pass(p, Masked)
-                              ? kWholeLoop
-                              : std::max<int64_t>(1, std::max(kElementwiseGrain, 8 * period) / run);
+    const int64_t grain = grain_for(p, run, Masked, std::max(kElementwiseGrain, 8 * period));
     parallel_for(0, runs, grain, [=](int64_t r0, int64_t r1) {
       const double* b = periodic_coefficients(p, pass, coefficients());
       elementwise_periodic<Dx, Stream>(x, grad, b, b + len, b + 2 * len, b + 3 * len, out, g_out,
@@ -1849,10 +1845,7 @@ void elementwise_layout(const BatchNormProblem& p, const T* x, const Grad<Masked
     // pairs. Chunks are a multiple of 4 rows; every element is independent, so the grouping changes
     // no value.
     const int64_t c = p.c;
-    const int64_t grain =
-        serial_pass(p, Masked)
-            ? kWholeLoop
-            : std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(c, 1) / 4) * 4;
+    const int64_t grain = grain_for(p, 4 * c, Masked) * 4;
     auto rows_of = [=](auto rows) {
       constexpr int64_t kRows = decltype(rows)::value;
       // Groups of rows are one stream per row and tensor that the hardware prefetchers follow;
@@ -2219,7 +2212,7 @@ void normalize_add_relu_layout(const BatchNormProblem& p, const T* x, const T* z
     const auto [pass, period, len, run, runs] = periodic_pass(p);
     const int64_t group = runs_per_mask_byte(run), groups = (runs + group - 1) / group;
     const int64_t grain =
-        std::max<int64_t>(1, std::max(kElementwiseGrain, 8 * period) / (run * group));
+        grain_for(p, run * group, /*masked=*/true, std::max(kElementwiseGrain, 8 * period));
     const int64_t ahead = prefetch_distance<T>(p, 1);
     const Coefficients k{m, k1, k2, nullptr};
     parallel_for(0, groups, grain, [=](int64_t g0, int64_t g1) {
@@ -2237,8 +2230,7 @@ void normalize_add_relu_layout(const BatchNormProblem& p, const T* x, const T* z
     constexpr bool kPerLane = decltype(per_lane)::value;
     const int64_t len = kPerLane ? p.c : p.hw, runs = p.n * (kPerLane ? p.hw : p.c);
     const int64_t group = runs_per_mask_byte(len), groups = (runs + group - 1) / group;
-    const int64_t grain =
-        std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(len * group, 1));
+    const int64_t grain = grain_for(p, len * group, /*masked=*/true);
     const int64_t c = p.c;
     const int64_t ahead = prefetch_distance<T>(p, 1);  // runs follow each other in memory
     parallel_for(0, groups, grain, [=](int64_t g0, int64_t g1) {
