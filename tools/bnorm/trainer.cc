@@ -93,7 +93,7 @@ TrainResult train_classifier(nn::Sequential& net, const data::ImageSet& train,
   int64_t train_correct = 0, train_seen = 0;
   loader.start_epoch(epoch);
   if (probe && cfg.start_step == 0) probe(0);
-  double last_acc = 0;
+  double last_acc = -1;     // no evaluation yet: the progress line shows "–", not a false 0.000
   double eval_seconds = 0;  // excluded from steps/s: a rate of training, not of evaluation
   for (int64_t step = cfg.start_step + 1; step <= cfg.steps; ++step) {
     if (in_epoch == loader.size()) {
@@ -132,7 +132,9 @@ TrainResult train_classifier(nn::Sequential& net, const data::ImageSet& train,
       if (probe) probe(step);
       eval_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count();
     }
-    progress.update(step, fmt::format("loss {:.3f} test acc {:.3f}", loss, last_acc));
+    progress.update(step, last_acc < 0
+                              ? fmt::format("loss {:.3f} test acc –", loss)
+                              : fmt::format("loss {:.3f} test acc {:.3f}", loss, last_acc));
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.seconds = secs;
