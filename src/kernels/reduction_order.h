@@ -23,9 +23,10 @@ namespace bnorm::kernels {
 // value is the pairwise sum of its blocks (split at nb/2, recursively).
 //
 // Statistics: per block, one sweep adds d = x − K and d² (K = the block's first element, (n0, s0),
-// or 0 if that is not finite: block_shift), so x is read once; the block's mean is K + Σd/L and
-// its m2 = Σd² − (Σd)²/L (L elements); blocks merge with Chan's formula (merge_moments) in the
-// same pairwise tree. Why one sweep is accurate:
+// or 0 if that is not finite: block_shift), so x is read once; the block's mean is K + Σd/L (kept
+// as the pair K, Σd/L until the channel's mean is final) and its m2 = Σd² − (Σd)²/L (L elements);
+// blocks merge with Chan's formula (merge_moments) in the same pairwise tree, δ taken from the
+// pairs so that a huge mean costs no accuracy. Why one sweep is accurate:
 // K is an element of the block, so (mean − K)² ≤ m2 and Σd² ≤ (L + 1)·m2; the cancellation in
 // Σd² − (Σd)²/L costs at most a factor L + 1 on the rounding of Σd² (each slot adds L/8 ≤ 128
 // terms): a relative error below 128·1025·2^-53 ≈ 1.5e-11 in the worst case (a block whose first
@@ -87,9 +88,17 @@ inline BlockPlan make_block_plan(int64_t n, int64_t hw) {
   return plan;
 }
 
-/// Count, mean and sum of squared deviations of one block (or of a merge of blocks).
+/// Count, mean and sum of squared deviations of one block (or of a merge of blocks). The mean is
+/// kept as shift + offset (shift: the first block's K, offset: the mean's distance from it), and
+/// mean() rounds the two together only at the end: Chan's δ between two blocks is then the
+/// difference of two shifts (elements of the data, each exact) plus that of two offsets (of the
+/// data's spread), so its rounding error scales with the spread, not with |mean|. With means
+/// rounded to double first, a float64 channel of mean 1e12 and standard deviation 1 lost
+/// ulp(1e12) ≈ 1.2e-4 on every δ, and 1.5e-6 of its invstd (64×8×100; the two-pass reference:
+/// 1e-9). See Note [Canonical reduction order].
 struct BlockMoments {
-  double count, mean, m2;
+  double count, shift, offset, m2;
+  double mean() const { return shift + offset; }
 };
 
 /// The pairwise tree of the kSlots accumulators of a block: (a0 + a1) + (a2 + a3), … .
@@ -111,21 +120,29 @@ inline double block_shift(double first) { return std::isfinite(first) ? first : 
 inline BlockMoments block_moments(double count, double k, double s1, double s2) {
   double m2 = s2 - s1 * (s1 / count);
   if (std::isinf(s2) && std::isfinite(s1)) m2 = s2;
-  return {count, k + s1 / count, m2 < 0 ? 0.0 : m2};
+  return {count, k, s1 / count, m2 < 0 ? 0.0 : m2};
 }
 
 /// Merges blocks v[0..count) pairwise (split at count/2) with Chan et al.'s update:
-/// n = na + nb, δ = mean_b − mean_a, mean = mean_a + δ·nb/n, m2 = m2_a + m2_b + δ²·na·nb/n.
-/// Equal means (a constant channel) merge to exactly that mean and m2 = 0.
+/// n = na + nb, δ = mean_b − mean_a = (shift_b − shift_a) + (offset_b − offset_a),
+/// mean = mean_a + δ·nb/n (kept as shift_a + (offset_a + δ·nb/n)), m2 = m2_a + m2_b + δ²·na·nb/n.
+/// A constant channel (every shift the constant, every offset 0) merges to exactly that mean and
+/// m2 = 0.
 inline BlockMoments merge_moments(const BlockMoments* v, int64_t count) {
   if (count == 1) return v[0];
   const int64_t half = count / 2;
   const BlockMoments a = merge_moments(v, half), b = merge_moments(v + half, count - half);
   const double n = a.count + b.count;
-  // Equal means give δ = 0 exactly, also when both are the same infinity (inf − inf would make
-  // the mean NaN where PyTorch's Σx/n is inf).
-  const double delta = b.mean == a.mean ? 0.0 : b.mean - a.mean;
-  return {n, a.mean + delta * (b.count / n), a.m2 + b.m2 + delta * delta * (a.count * b.count / n)};
+  const double mean_a = a.mean(), mean_b = b.mean();
+  double delta = (b.shift - a.shift) + (b.offset - a.offset);
+  // A non-finite mean (an infinite or NaN element): δ from the means, 0 when they are equal, also
+  // when both are the same infinity (inf − inf would make the mean NaN where PyTorch's Σx/n is
+  // inf).
+  if (!std::isfinite(mean_a) || !std::isfinite(mean_b)) {
+    delta = mean_b == mean_a ? 0.0 : mean_b - mean_a;
+  }
+  return {n, a.shift, a.offset + delta * (b.count / n),
+          a.m2 + b.m2 + delta * delta * (a.count * b.count / n)};
 }
 
 /// Pairwise sum of v[0..count), split at count/2.
@@ -152,7 +169,7 @@ inline void finish_stats(const BlockPlan& plan, int64_t hw, const BlockSums* sum
     scratch[b] = block_moments(count, sums[b].shift, sums[b].sum[0], sums[b].sum[1]);
   }
   const BlockMoments all = merge_moments(scratch, nb);
-  *mean = all.mean;
+  *mean = all.mean();
   *var = all.m2 / all.count;
 }
 

@@ -69,6 +69,47 @@ TEST(BatchNormNumerics, LargeMeanOverStdKeepsFloat32Accurate) {
   EXPECT_GT(std::fabs(naive_var - 1.0f), 0.5f);
 }
 
+TEST(BatchNormNumerics, LargeMeanOverStdKeepsFloat64VarianceExact) {
+  // float64, mean/std = 1e12 (e.g. Unix times in seconds with millisecond jitter, 1.7e9 ± 1e-3,
+  // is 1.7e12): the channel's 6400 values span 7 blocks, whose merge must not take δ from means
+  // rounded at ulp(1e12) ≈ 1.2e-4 (that cost 1.5e-6 of invstd; the two-pass reference, which
+  // subtracted the rounded mean, 1e-9). invstd against a long-double two-pass oracle shifted by the
+  // channel's first element (unshifted, its own Σx at 6e15 is off by ~1e-11), to 1e-12; both the
+  // default implementation and the reference.
+  const int64_t N = 64, C = 3, HW = 100;
+  const Shape shape{N, C, 10, 10};
+  std::vector<double> xv = randn(static_cast<std::size_t>(N * C * HW), 41);
+  for (std::size_t i = 0; i < xv.size(); ++i) xv[i] += (i / HW % C == 1 ? -1e12 : 1e12);
+  std::vector<long double> invstd(C);
+  for (int64_t c = 0; c < C; ++c) {
+    const long double k = xv[c * HW];
+    long double s = 0, q = 0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < HW; ++j) s += xv[(n * C + c) * HW + j] - k;
+    const long double mean = k + s / (N * HW);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < HW; ++j) {
+        const long double d = xv[(n * C + c) * HW + j] - mean;
+        q += d * d;
+      }
+    invstd[c] = 1 / std::sqrt(q / (N * HW) + 1e-5L);
+  }
+  for (const char* impl : {"", "ref"}) {
+    for (MemoryFormat fmt : {MemoryFormat::kContiguous, MemoryFormat::kChannelsLast}) {
+      SCOPED_TRACE(fmt::format("BNORM_IMPL='{}' {}", impl, memory_format_name(fmt)));
+      setenv("BNORM_IMPL", impl, 1);
+      Tensor x = make_tensor(shape, xv, DType::kFloat64, fmt);
+      BatchNormForwardResult r =
+          batch_norm_forward_train(x, Tensor(), Tensor(), Tensor(), Tensor(), 0.1, 1e-5);
+      for (int64_t c = 0; c < C; ++c) {
+        EXPECT_NEAR(r.save_invstd.item({c}) / static_cast<double>(invstd[c]), 1.0, 1e-12)
+            << "channel " << c;
+      }
+    }
+  }
+  unsetenv("BNORM_IMPL");
+}
+
 TEST(BatchNormNumerics, HugeMagnitudesDoNotOverflow) {
   // |x| ~ 1e30: (x − mean)² ~ 1e60 overflows float32 (pytorch#162489); bnorm squares in double.
   const Shape shape{4, 3, 5, 5};

@@ -993,7 +993,7 @@ HWY_INLINE void finish_stats_one_block(const BlockSums* HWY_RESTRICT sums, int64
   for (; c < c1; ++c) {
     const BlockSums& b = sums[c - c0];
     const BlockMoments m = block_moments(count, b.shift, b.sum[0], b.sum[1]);
-    mean[c] = m.mean;
+    mean[c] = m.mean();
     var[c] = m.m2 / m.count;
   }
 }

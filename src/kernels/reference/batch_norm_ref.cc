@@ -29,11 +29,15 @@ void stats_t(const BatchNormProblem& p, const T* x, double* mean, double* var) {
     double sum = 0;
     for (int64_t n = 0; n < p.n; ++n)
       for (int64_t s = 0; s < p.hw; ++s) sum += x[offset(p, n, c, s)] - k;
-    const double m = k + sum / count;
+    // The second pass subtracts the mean as k + offset, not rounded to one double: for a float64
+    // channel of mean 1e12 and standard deviation 1, x − mean carried mean's rounding, ulp(1e12)/2
+    // ≈ 6e-5, into every term (invstd off by 1e-9); (x − k) − offset is exact to the data's spread.
+    const double mean_offset = sum / count;
+    const double m = k + mean_offset;
     double sq = 0;
     for (int64_t n = 0; n < p.n; ++n) {
       for (int64_t s = 0; s < p.hw; ++s) {
-        const double d = x[offset(p, n, c, s)] - m;
+        const double d = (x[offset(p, n, c, s)] - k) - mean_offset;
         sq += d * d;
       }
     }
