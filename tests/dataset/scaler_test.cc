@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <random>
+#include <vector>
 
 #include "support/compare.h"
 
@@ -67,6 +69,34 @@ TEST(Scaler, PartialFitEqualsFit) {
   d.partial_fit(mat(3, 2, {1, 10, 2, 20, 3, 35})).partial_fit(mat(3, 2, {4, 41, 5, 55, 9, 60}));
   EXPECT_EQ(c.data_min(), d.data_min());
   EXPECT_EQ(c.data_max(), d.data_max());
+}
+
+TEST(Scaler, LargeMeanOverStdKeepsTheStdExact) {
+  // Unix times in seconds with millisecond jitter: mean 1.7e9, std 1e-3, a ratio of 1.7e12. Sums
+  // and means rounded at 1.7e9 (ulp 2.4e-7) cost 1.4e-7 of the std in one fit and 1.4e-5 over ten
+  // partial fits, and put the mean 2 ulps off; shifted sums and a mean kept as shift + offset keep
+  // both to 1e-12 of a long-double oracle shifted by the first value.
+  const int64_t n = 1000;
+  std::mt19937_64 rng(3);
+  std::normal_distribution<double> normal;
+  std::vector<double> v(n);
+  for (double& e : v) e = 1.7e9 + 1e-3 * normal(rng);
+  long double sum = 0, sq = 0;
+  for (double e : v) sum += e - v[0];
+  const long double mean = v[0] + sum / n;
+  for (double e : v) sq += (e - mean) * (e - mean);
+  const double std_true = std::sqrt(static_cast<double>(sq / n));
+  StandardScaler all, parts;
+  all.fit(Tensor::from_vector({n, 1}, v));
+  for (int64_t b = 0; b < 10; ++b) {
+    parts.partial_fit(Tensor::from_vector(
+        {n / 10, 1}, std::vector<double>(v.begin() + b * n / 10, v.begin() + (b + 1) * n / 10)));
+  }
+  EXPECT_NEAR(all.scale()[0] / std_true, 1.0, 1e-12);
+  EXPECT_NEAR(parts.scale()[0] / std_true, 1.0, 1e-12);
+  // The mean itself is a double: within one ulp of 1.7e9 (2.4e-7) of the oracle's.
+  EXPECT_NEAR(all.mean()[0], static_cast<double>(mean), 2.4e-7);
+  EXPECT_NEAR(parts.mean()[0], static_cast<double>(mean), 2.4e-7);
 }
 
 TEST(Scaler, ConstantFeatureAndNaN) {

@@ -60,6 +60,8 @@ class StandardScaler {
   bool with_mean_, with_std_;
   std::vector<double> mean_, var_, scale_;
   std::vector<int64_t> count_;
+  // mean_ = shift_ + offset_, kept apart between partial fits (see partial_fit).
+  std::vector<double> shift_, offset_;
 };
 
 }  // namespace bnorm::data
