@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "kernels/relu_mask_bits.h"
 
@@ -145,6 +146,17 @@ inline BlockMoments merge_moments(const BlockMoments* v, int64_t count) {
           a.m2 + b.m2 + delta * delta * (a.count * b.count / n)};
 }
 
+/// v, or the one quiet NaN with a clear sign bit where v is any NaN. The finish steps give every
+/// per-channel result through it: the sign and payload of a NaN sum depend on which operand was
+/// NaN first (x86 keeps the first operand's NaN; inf + (−inf) makes a negative one), i.e. on the
+/// order the code and the compiler chose, which differs between NCHW and NHWC paths (found by a
+/// random-shape comparison: a channel holding ±inf and NaN had mean nan in one layout and −nan
+/// in the other). With one NaN, a NaN channel's mean, variance and sums are the same bits in every
+/// layout and for every thread count, and so are the NaN outputs they make.
+inline double canonical_nan(double v) {
+  return std::isnan(v) ? std::numeric_limits<double>::quiet_NaN() : v;
+}
+
 /// Pairwise sum of v[0..count), split at count/2.
 inline double sum_blocks(const double* v, int64_t count) {
   if (count <= 0) return 0.0;
@@ -169,8 +181,8 @@ inline void finish_stats(const BlockPlan& plan, int64_t hw, const BlockSums* sum
     scratch[b] = block_moments(count, sums[b].shift, sums[b].sum[0], sums[b].sum[1]);
   }
   const BlockMoments all = merge_moments(scratch, nb);
-  *mean = all.mean();
-  *var = all.m2 / all.count;
+  *mean = canonical_nan(all.mean());
+  *var = canonical_nan(all.m2 / all.count);
 }
 
 /// A channel's two backward sums from the BlockSums of its nb blocks; `scratch` holds nb doubles.
@@ -178,7 +190,7 @@ inline void finish_sums(const BlockSums* sums, int64_t nb, double* scratch, doub
                         double* sum2) {
   for (int j = 0; j < 2; ++j) {
     for (int64_t b = 0; b < nb; ++b) scratch[b] = sums[b].sum[j];
-    *(j == 0 ? sum1 : sum2) = sum_blocks(scratch, nb);
+    *(j == 0 ? sum1 : sum2) = canonical_nan(sum_blocks(scratch, nb));
   }
 }
 

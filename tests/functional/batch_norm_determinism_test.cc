@@ -4,6 +4,7 @@
 // a tensor over 4 MiB (the NHWC walk path).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "bnorm/bnorm.h"
@@ -17,11 +18,27 @@ struct Outputs {
   std::vector<std::vector<double>> all;
 };
 
-Outputs run(const Shape& shape, DType dt, MemoryFormat fmt, int threads) {
+// With planted, ±inf and NaN at fixed logical positions of some channels (see PlantNonFinite).
+Outputs run(const Shape& shape, DType dt, MemoryFormat fmt, int threads, bool planted = false) {
   set_num_threads(threads);
   const int64_t C = shape[1];
   const std::size_t count = static_cast<std::size_t>(shape[0] * C * spatial_size(shape));
-  Tensor x = make_tensor(shape, randn(count, 21, 5.0, 3.0), dt, fmt);
+  std::vector<double> xv = randn(count, 21, 5.0, 3.0);
+  if (planted) {
+    // Channel c mod 4: 0 holds −inf and +inf at the same position of samples 0 and 1 (the same
+    // accumulator slot: their sum is x86's default NaN, which has the sign bit set) and a NaN
+    // (positive) in another slot, so NaNs of both signs meet in the slots' tree (without the
+    // canonical NaN, NHWC's mean of such a channel had the other sign than NCHW's on every shape
+    // below); 1 a NaN; 2 +inf and a NaN; 3 nothing. Logical index (n, c, s); N ≥ 2, HW ≥ 8.
+    const int64_t hw = spatial_size(shape), n = shape[0];
+    auto at = [&](int64_t i, int64_t c, int64_t s) -> double& { return xv[(i * C + c) * hw + s]; };
+    for (int64_t c = 0; c < C; ++c) {
+      if (c % 4 == 0) at(0, c, 3) = -INFINITY, at(1, c, 3) = INFINITY, at(0, c, 5) = NAN;
+      if (c % 4 == 1) at(n / 2, c, 1) = NAN;
+      if (c % 4 == 2) at(1, c, hw / 2) = INFINITY, at(n - 1, c, 0) = NAN;
+    }
+  }
+  Tensor x = make_tensor(shape, xv, dt, fmt);
   Tensor dy = make_tensor(shape, randn(count, 22), dt, fmt);
   Tensor w = make_tensor({C}, randn(C, 23, 1.0, 0.2), dt);
   Tensor b = make_tensor({C}, randn(C, 24), dt);
@@ -62,6 +79,28 @@ TEST(BatchNormDeterminism, SameBitsForAnyThreadCountAndLayout) {
           expect_identical(base, run(shape, dt, fmt, threads),
                            shape_str(shape) + " " + dtype_name(dt) + " " + memory_format_name(fmt) +
                                " threads=" + std::to_string(threads));
+        }
+      }
+    }
+  }
+  set_num_threads(2);
+}
+
+TEST(BatchNormDeterminism, NonFiniteChannelsAreTheSameBitsToo) {
+  // A channel holding ±inf or NaN gives NaN statistics and outputs; their sign and payload came
+  // from whichever NaN operand an addition met first (x86 keeps the first one's), which differed
+  // between layouts (a random-shape comparison found mean nan in NCHW, −nan in NHWC). The finish
+  // steps now give every NaN statistic as the one positive quiet NaN: all outputs match in bits.
+  // Shapes with several blocks per channel, rows cut into segments, and the NHWC walks.
+  for (const Shape& shape :
+       {Shape{6, 8, 33, 40}, Shape{64, 12, 5, 7}, Shape{2, 2060, 20, 15}, Shape{2, 15, 2, 13, 2}}) {
+    for (DType dt : {DType::kFloat32, DType::kFloat64}) {
+      const Outputs base = run(shape, dt, MemoryFormat::kContiguous, 1, true);
+      for (int threads : {1, 2, 3}) {
+        for (MemoryFormat fmt : {MemoryFormat::kContiguous, MemoryFormat::kChannelsLast}) {
+          expect_identical(base, run(shape, dt, fmt, threads, true),
+                           shape_str(shape) + " " + dtype_name(dt) + " " + memory_format_name(fmt) +
+                               " threads=" + std::to_string(threads) + " (±inf, NaN planted)");
         }
       }
     }

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -974,6 +975,7 @@ HWY_INLINE void finish_stats_one_block(const BlockSums* HWY_RESTRICT sums, int64
                                        double* HWY_RESTRICT var) {
   const DD dd;
   const VD vc = hn::Set(dd, count), zero = hn::Zero(dd);
+  const VD qnan = hn::Set(dd, std::numeric_limits<double>::quiet_NaN());
   HWY_ALIGN double k[kLanes], s1[kLanes], s2[kLanes];
   int64_t c = c0;
   for (; c + kLanes <= c1; c += kLanes) {
@@ -987,14 +989,16 @@ HWY_INLINE void finish_stats_one_block(const BlockSums* HWY_RESTRICT sums, int64
     VD m2 = hn::Sub(v2, hn::Mul(v1, q));
     m2 = hn::IfThenElse(hn::And(hn::IsInf(v2), hn::IsFinite(v1)), v2, m2);
     m2 = hn::IfThenElse(hn::Lt(m2, zero), zero, m2);  // NaN stays NaN
-    hn::StoreU(hn::Add(hn::Load(dd, k), q), dd, mean + c);
-    hn::StoreU(hn::Div(m2, vc), dd, var + c);
+    // canonical_nan, lane by lane.
+    const VD mv = hn::Add(hn::Load(dd, k), q), vv = hn::Div(m2, vc);
+    hn::StoreU(hn::IfThenElse(hn::IsNaN(mv), qnan, mv), dd, mean + c);
+    hn::StoreU(hn::IfThenElse(hn::IsNaN(vv), qnan, vv), dd, var + c);
   }
   for (; c < c1; ++c) {
     const BlockSums& b = sums[c - c0];
     const BlockMoments m = block_moments(count, b.shift, b.sum[0], b.sum[1]);
-    mean[c] = m.mean();
-    var[c] = m.m2 / m.count;
+    mean[c] = canonical_nan(m.mean());
+    var[c] = canonical_nan(m.m2 / m.count);
   }
 }
 
@@ -1020,8 +1024,8 @@ inline auto sums_finisher(const BatchNormProblem& p, double* sum_dy, double* sum
              int64_t c0, int64_t c1, const BlockSums* partial) {
     if (nb == 1) {  // the block's sums are the channel's (sum_blocks of one value is that value)
       for (int64_t c = c0; c < c1; ++c) {
-        sum_dy[c] = partial[c - c0].sum[0];
-        sum_dy_xmu[c] = partial[c - c0].sum[1];
+        sum_dy[c] = canonical_nan(partial[c - c0].sum[0]);
+        sum_dy_xmu[c] = canonical_nan(partial[c - c0].sum[1]);
       }
       return;
     }

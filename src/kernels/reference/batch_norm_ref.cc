@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "kernels/batch_norm_impls.h"
+#include "kernels/reduction_order.h"
 #include "kernels/relu_mask_bits.h"
 
 namespace bnorm::kernels::reference {
@@ -41,8 +42,8 @@ void stats_t(const BatchNormProblem& p, const T* x, double* mean, double* var) {
         sq += d * d;
       }
     }
-    mean[c] = m;
-    var[c] = sq / count;
+    mean[c] = canonical_nan(m);
+    var[c] = canonical_nan(sq / count);
   }
 }
 
@@ -75,8 +76,8 @@ void backward_reduce_t(const BatchNormProblem& p, const T* x, const T* dy, const
         s0 += g;
         s1 += g * (x[i] - mean[c]);
       }
-    sum_dy[c] = s0;
-    sum_dy_xmu[c] = s1;
+    sum_dy[c] = canonical_nan(s0);
+    sum_dy_xmu[c] = canonical_nan(s1);
   }
 }
 
