@@ -247,6 +247,62 @@ TEST(BatchNormBadInput, InfiniteDataPropagatesAsInPyTorch) {
   unsetenv("BNORM_IMPL");
 }
 
+TEST(BatchNormBadInput, EvalBackwardDxDoesNotReadX) {
+  // In evaluation PyTorch's dx is dy·invstd·weight, finite where x is ±inf or NaN; through the
+  // training formula k_dy·dy + 0·(x − mean) + 0 it was NaN there. Also the fused BN + Add + ReLU
+  // backward (dx = k_dy·g, dz = g, g = dy where the mask is set).
+  for (const char* impl : {"", "cpu:blocked", "ref"}) {
+    setenv("BNORM_IMPL", impl, 1);
+    for (DType dt : {DType::kFloat32, DType::kFloat64}) {
+      for (MemoryFormat fmt : {MemoryFormat::kContiguous, MemoryFormat::kChannelsLast}) {
+        SCOPED_TRACE(std::string(impl) + " " + dtype_name(dt) + " " + memory_format_name(fmt));
+        const Shape shape{5, 3, 4, 6};
+        Tensor x = test::make_tensor(shape, test::randn(360, 31), dt, fmt);
+        x.set_item({0, 0, 1, 2}, INFINITY);
+        x.set_item({3, 1, 0, 0}, -INFINITY);
+        x.set_item({4, 2, 3, 5}, NAN);
+        Tensor dy = test::make_tensor(shape, test::randn(360, 32), dt, fmt);
+        Tensor w = test::make_tensor({3}, {0.5, -1.25, 2.0}, dt);
+        Tensor rm = test::make_tensor({3}, {0.1, -0.2, 0.3}, dt);
+        Tensor rv = test::make_tensor({3}, {0.9, 1.7, 0.4}, dt);
+        const double eps = 1e-5;
+        auto expected = [&](const std::vector<int64_t>& i, double g) {
+          const int64_t c = i[1];
+          const double k = 1.0 / std::sqrt(rv.item({c}) + eps) * w.item({c});
+          return dt == DType::kFloat32 ? static_cast<double>(static_cast<float>(g * k)) : g * k;
+        };
+        BatchNormBackwardResult r = batch_norm_backward(dy, x, w, rm, rv, Tensor(), Tensor(), false,
+                                                        eps, {true, true, true});
+        ReluMask mask;
+        Tensor y = Tensor::empty(shape, dt, fmt);
+        batch_norm_add_relu_forward_infer_out(x, Tensor(), w, Tensor(), rm, rv, eps, y, mask);
+        Tensor dx = Tensor::empty(shape, dt, fmt), dz = Tensor::empty(shape, dt, fmt);
+        Tensor dw = Tensor::empty({3}, dt), db = Tensor::empty({3}, dt);
+        batch_norm_add_relu_backward_out(dy, x, w, rm, rv, Tensor(), Tensor(), mask, false, eps,
+                                         {true, false, false}, dx, dz, dw, db);
+        for (int64_t n = 0; n < 5; ++n) {
+          for (int64_t c = 0; c < 3; ++c) {
+            for (int64_t h = 0; h < 4; ++h) {
+              for (int64_t v = 0; v < 6; ++v) {
+                const std::vector<int64_t> i{n, c, h, v};
+                ASSERT_EQ(r.dx.item(i), expected(i, dy.item(i))) << n << c << h << v;
+                const double g = y.item(i) > 0 ? dy.item(i) : 0.0;
+                ASSERT_EQ(dz.item(i), g) << n << c << h << v;
+                ASSERT_EQ(dx.item(i), expected(i, g)) << n << c << h << v;
+              }
+            }
+          }
+        }
+        // dbias = Σdy is finite; dweight = Σdy·(x − mean)·invstd is not in the non-finite channels
+        // (as PyTorch's).
+        for (int64_t c = 0; c < 3; ++c) EXPECT_TRUE(std::isfinite(r.dbias.item({c})));
+        for (int64_t c = 0; c < 3; ++c) EXPECT_FALSE(std::isfinite(r.dweight.item({c})));
+      }
+    }
+  }
+  unsetenv("BNORM_IMPL");
+}
+
 TEST(BatchNormBadInput, NonFiniteDataThrowsUnderThePolicy) {
   Fixture f;
   set_nonfinite_policy(NonFinitePolicy::kThrow);
