@@ -1,4 +1,4 @@
-// Random shapes (rank 2–5, 2 to 2^16 elements, C often one of the kernels' boundary values),
+// Random shapes (rank 2–5, 2 to about 2^17 elements, C often one of the kernels' boundary values),
 // random data kinds (ordinary, constant channels, mean/std = 1e6 or 1e12, |x| ~ 1e30 and 1e-30,
 // ±inf and NaN sprinkled), every op of the functional API (training and evaluation forward and
 // backward, the fused BN + Add + ReLU, in place): the default implementation against itself for
