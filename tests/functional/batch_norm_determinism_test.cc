@@ -18,7 +18,7 @@ struct Outputs {
   std::vector<std::vector<double>> all;
 };
 
-// With planted, ±inf and NaN at fixed logical positions of some channels (see PlantNonFinite).
+// With planted, ±inf and NaN at fixed logical positions of some channels (below).
 Outputs run(const Shape& shape, DType dt, MemoryFormat fmt, int threads, bool planted = false) {
   set_num_threads(threads);
   const int64_t C = shape[1];
@@ -28,8 +28,9 @@ Outputs run(const Shape& shape, DType dt, MemoryFormat fmt, int threads, bool pl
     // Channel c mod 4: 0 holds −inf and +inf at the same position of samples 0 and 1 (the same
     // accumulator slot: their sum is x86's default NaN, which has the sign bit set) and a NaN
     // (positive) in another slot, so NaNs of both signs meet in the slots' tree (without the
-    // canonical NaN, NHWC's mean of such a channel had the other sign than NCHW's on every shape
-    // below); 1 a NaN; 2 +inf and a NaN; 3 nothing. Logical index (n, c, s); N ≥ 2, HW ≥ 8.
+    // canonical NaN, NonFiniteChannelsAreTheSameBitsToo found 15 differing outputs, all on the 5-d
+    // shape: save_mean, running_mean, y, dx, …); 1 a NaN; 2 +inf and a NaN; 3 nothing. Logical
+    // index (n, c, s); N ≥ 2, HW ≥ 8.
     const int64_t hw = spatial_size(shape), n = shape[0];
     auto at = [&](int64_t i, int64_t c, int64_t s) -> double& { return xv[(i * C + c) * hw + s]; };
     for (int64_t c = 0; c < C; ++c) {
