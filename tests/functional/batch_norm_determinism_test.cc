@@ -28,9 +28,9 @@ Outputs run(const Shape& shape, DType dt, MemoryFormat fmt, int threads, bool pl
     // Channel c mod 4: 0 holds −inf and +inf at the same position of samples 0 and 1 (the same
     // accumulator slot: their sum is x86's default NaN, which has the sign bit set) and a NaN
     // (positive) in another slot, so NaNs of both signs meet in the slots' tree (without the
-    // canonical NaN, NonFiniteChannelsAreTheSameBitsToo found 15 differing outputs, all on the 5-d
-    // shape: save_mean, running_mean, y, dx, …); 1 a NaN; 2 +inf and a NaN; 3 nothing. Logical
-    // index (n, c, s); N ≥ 2, HW ≥ 8.
+    // canonical NaN, NonFiniteChannelsAreTheSameBitsToo found 15 differing outputs, the 5-d
+    // shape's save_mean, running_mean, y and dx among them); 1 a NaN; 2 +inf and a NaN; 3 nothing.
+    // Logical index (n, c, s); N ≥ 2, HW ≥ 8.
     const int64_t hw = spatial_size(shape), n = shape[0];
     auto at = [&](int64_t i, int64_t c, int64_t s) -> double& { return xv[(i * C + c) * hw + s]; };
     for (int64_t c = 0; c < C; ++c) {
