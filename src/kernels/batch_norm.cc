@@ -514,24 +514,25 @@ void backward_core(const char* fn, const Tensor& dy, const Tensor& x, const Tens
                          sum_dy_xmu.data());
     throw_if_nonfinite(fn, "dy or x", sum_dy, sum_dy_xmu);
   }
-  if (!swept && output_mask[0] && train) {
+  if (!swept && output_mask[0]) {
     coefficients(0, p.c);
-    impl.backward_dx(p, x.raw_data(), dy.raw_data(), mask, mean.data(), k_dy.data(), k_xmu.data(),
-                     k_const.data(), dx.raw_data(), dz_data);
-  } else if (!swept && output_mask[0]) {
-    // Evaluation: dx = k_dy·g (PyTorch's dy·invstd·weight), which does not read x. Through the dx
-    // kernel, k_dy·g + 0·(x − mean) + 0 made dx NaN wherever x was ±inf or NaN (0·inf), where
-    // PyTorch's is finite; so the elementwise pass runs on g alone: (g − 0)·k_dy + 0, the same
-    // value for every finite x. g is dy, or dy masked by the ReLU into dz (or into dx itself).
-    coefficients(0, p.c);
-    const void* g = dy.raw_data();
-    if (mask) {
-      void* masked = dz_data ? dz_data : dx.raw_data();
-      mask_gradient(p.dtype, dy.raw_data(), mask, masked, x.numel());
-      g = masked;
+    if (train) {
+      impl.backward_dx(p, x.raw_data(), dy.raw_data(), mask, mean.data(), k_dy.data(), k_xmu.data(),
+                       k_const.data(), dx.raw_data(), dz_data);
+    } else {
+      // Evaluation: dx = k_dy·g (PyTorch's dy·invstd·weight), which does not read x. Through the
+      // dx kernel, k_dy·g + 0·(x − mean) + 0 made dx NaN wherever x was ±inf or NaN (0·inf),
+      // where PyTorch's is finite; so the elementwise pass runs on g alone: (g − 0)·k_dy + 0, the
+      // same value for every finite x. g is dy, or dy masked by the ReLU into dz (or into dx).
+      const void* g = dy.raw_data();
+      if (mask) {
+        void* masked = dz_data ? dz_data : dx.raw_data();
+        mask_gradient(p.dtype, dy.raw_data(), mask, masked, x.numel());
+        g = masked;
+      }
+      const ChannelArray zeros(p.c, 0.0);
+      impl.normalize(p, g, zeros.data(), k_dy.data(), zeros.data(), dx.raw_data());
     }
-    const ChannelArray zeros(p.c, 0.0);
-    impl.normalize(p, g, zeros.data(), k_dy.data(), zeros.data(), dx.raw_data());
   } else if (!swept && dz.defined()) {
     mask_gradient(p.dtype, dy.raw_data(), mask, dz.raw_data(), x.numel());
   }
