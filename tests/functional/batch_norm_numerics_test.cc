@@ -4,6 +4,7 @@
 //   of more than 1e8 elements stay accurate. BNORM_TEST_QUICK=1 (the sanitized run) uses 1e7.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <random>
@@ -67,6 +68,73 @@ TEST(BatchNormNumerics, LargeMeanOverStdKeepsFloat32Accurate) {
   }
   const float naive_var = sq / static_cast<float>(N * HW) - (s / (N * HW)) * (s / (N * HW));
   EXPECT_GT(std::fabs(naive_var - 1.0f), 0.5f);
+}
+
+TEST(BatchNormNumerics, LargeMeanOverStdKeepsFloat32BackwardAccurate) {
+  // float32 save_mean is the mean rounded to float: at mean 1e6 ± 0.3 its rounding (up to
+  // 0.03) is a tenth of a standard deviation, and a backward that subtracted it put that into
+  // every x − mean (here dx 0.017 off at a terms' scale of 20, dweight 3.6% off). The backward
+  // recovers the double mean when save_mean is its float rounding. Checked against the
+  // double-precision oracle given the double mean and the float save_invstd the backward receives,
+  // for every implementation, both layouts, the plain and the fused (mask) backward; and a
+  // save_mean that is not the rounded batch mean is used as given.
+  const int64_t N = 16, C = 4, HW = 49;
+  const Shape shape{N, C, 7, 7};
+  const std::size_t count = static_cast<std::size_t>(N * C * HW);
+  std::vector<double> xv = randn(count, 43, 0.0, 0.3);
+  for (std::size_t i = 0; i < xv.size(); ++i) {
+    const int64_t c = static_cast<int64_t>(i) / HW % C;
+    xv[i] = static_cast<float>(xv[i] + (c == 3 ? 0.0 : (c == 1 ? -1e6 : 1e6 * (c + 1))));
+  }
+  const std::vector<double> dyv = round_to(randn(count, 44), DType::kFloat32);
+  const std::vector<double> wv = {0.5, -1.5, 2.0, 1.0};
+  const OracleForward exact = oracle_forward_train(xv, N, C, HW, wv, {}, {}, {}, 0.1, 1e-5);
+  for (const char* impl : {"", "cpu:blocked", "ref"}) {
+    for (MemoryFormat fmt : {MemoryFormat::kContiguous, MemoryFormat::kChannelsLast}) {
+      SCOPED_TRACE(fmt::format("BNORM_IMPL='{}' {}", impl, memory_format_name(fmt)));
+      setenv("BNORM_IMPL", impl, 1);
+      Tensor x = make_tensor(shape, xv, DType::kFloat32, fmt);
+      Tensor dy = make_tensor(shape, dyv, DType::kFloat32, fmt);
+      Tensor w = make_tensor({C}, wv, DType::kFloat32);
+      BatchNormForwardResult f =
+          batch_norm_forward_train(x, w, Tensor(), Tensor(), Tensor(), 0.1, 1e-5);
+      const std::vector<double> invstd = f.save_invstd.to_vector();
+      const OracleBackward ref = oracle_backward(dyv, xv, N, C, HW, wv, exact.mean, invstd, true);
+      double dx_scale = 0;  // |dy|·invstd·|w|: the size of dx's terms, which cancel
+      for (std::size_t i = 0; i < count; ++i) {
+        const std::size_t c = i / HW % C;
+        dx_scale = std::fmax(dx_scale, std::fabs(dyv[i] * invstd[c] * wv[c]));
+      }
+      BatchNormBackwardResult g = batch_norm_backward(
+          dy, x, w, Tensor(), Tensor(), f.save_mean, f.save_invstd, true, 1e-5, {true, true, true});
+      EXPECT_LE(max_abs_diff(g.dx.to_vector(), ref.dx), 1e-6 * dx_scale);
+      EXPECT_TRUE(all_close(g.dweight.to_vector(), ref.dweight, 1e-6, 1e-6));
+      // The fused backward with every mask bit set is the plain one.
+      ReluMask mask(static_cast<int64_t>(count));
+      std::fill(mask.data(), mask.data() + mask.num_bytes(), uint8_t{0xff});
+      Tensor dx = Tensor::empty(shape, DType::kFloat32, fmt), dw = Tensor::empty({C});
+      Tensor db = Tensor::empty({C}), dz;
+      batch_norm_add_relu_backward_out(dy, x, w, Tensor(), Tensor(), f.save_mean, f.save_invstd,
+                                       mask, true, 1e-5, {true, true, true}, dx, dz, dw, db);
+      EXPECT_EQ(dx.to_vector(), g.dx.to_vector());
+      EXPECT_EQ(dw.to_vector(), g.dweight.to_vector());
+      // A save_mean one float step off the rounded batch mean (channel 0) is not recovered: the
+      // backward of that mean, as PyTorch computes it.
+      Tensor other_mean = f.save_mean.clone();
+      std::vector<double> other = other_mean.to_vector();
+      other[0] = std::nextafter(static_cast<float>(other[0]), 1e30f);
+      other_mean.copy_from(make_tensor({C}, other, DType::kFloat32));
+      std::vector<double> given_mean = exact.mean;  // the other channels are still recovered
+      given_mean[0] = other[0];
+      const OracleBackward as_given =
+          oracle_backward(dyv, xv, N, C, HW, wv, given_mean, invstd, true);
+      BatchNormBackwardResult h = batch_norm_backward(
+          dy, x, w, Tensor(), Tensor(), other_mean, f.save_invstd, true, 1e-5, {true, true, true});
+      EXPECT_LE(max_abs_diff(h.dx.to_vector(), as_given.dx), 1e-6 * dx_scale);
+      EXPECT_GT(max_abs_diff(h.dx.to_vector(), ref.dx), 1e-4 * dx_scale);
+    }
+  }
+  unsetenv("BNORM_IMPL");
 }
 
 TEST(BatchNormNumerics, LargeMeanOverStdKeepsFloat64VarianceExact) {
