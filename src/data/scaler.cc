@@ -26,14 +26,19 @@ int64_t check_2d(const char* fn, const Tensor& x, int64_t expected) {
   return x.size(1);
 }
 
-Tensor apply(const Tensor& x, const std::vector<double>& sub, const std::vector<double>& mul,
-             const std::vector<double>& add) {
+// Per feature j: x' = ((x − sub_hi[j]) − sub_lo[j])·mul[j] + add_lo[j] + add_hi[j]. A mean kept as
+// hi + lo (StandardScaler's shift_ + offset_) is subtracted and added in two steps, so that x −
+// mean is not limited by the mean's rounding to one double (ulp(1.7e9)/2 = 1.2e-7, 1.2e-4 standard
+// deviations of timestamps with millisecond jitter).
+Tensor apply(const Tensor& x, const std::vector<double>& sub_hi, const std::vector<double>& sub_lo,
+             const std::vector<double>& mul, const std::vector<double>& add_lo,
+             const std::vector<double>& add_hi) {
   const int64_t n = x.size(0), f = x.size(1);
   std::vector<double> v = x.to_vector();
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < f; ++j) {
       double& e = v[i * f + j];
-      e = (e - sub[j]) * mul[j] + add[j];  // NaN stays NaN
+      e = (((e - sub_hi[j]) - sub_lo[j]) * mul[j] + add_lo[j]) + add_hi[j];  // NaN stays NaN
     }
   Tensor out = Tensor::from_vector({n, f}, v);
   return x.dtype() == DType::kFloat64 ? out : out.to(DType::kFloat32);
@@ -92,11 +97,21 @@ void MinMaxScaler::update_scale() {
   }
 }
 
+std::vector<double> MinMaxScaler::data_origin() const {
+  std::vector<double> origin(data_min_);
+  for (double& o : origin) o = std::isnan(o) ? 0.0 : o;  // all-NaN feature: x + feature_min
+  return origin;
+}
+
 Tensor MinMaxScaler::transform(const Tensor& x) const {
   if (scale_.empty())
     throw ValueError("MinMaxScaler.transform: the scaler is not fitted; call fit first");
   const int64_t f = check_2d("MinMaxScaler.transform", x, static_cast<int64_t>(scale_.size()));
-  return apply(x, std::vector<double>(f, 0.0), scale_, min_);
+  // (x − data_min)·scale + feature_min, not sklearn's x·scale + min_ (min_ = feature_min −
+  // data_min·scale): with data far from 0 the latter adds two large numbers that cancel, e.g.
+  // 1.7e12-sized terms for timestamps 1.7e9 + [0, 1e-3], losing 2.4e-4 of the [0, 1] range.
+  const std::vector<double> zeros(f, 0.0), lo(f, lo_), origin = data_origin();
+  return apply(x, origin, zeros, scale_, lo, zeros);
 }
 
 Tensor MinMaxScaler::inverse_transform(const Tensor& x) const {
@@ -106,7 +121,8 @@ Tensor MinMaxScaler::inverse_transform(const Tensor& x) const {
       check_2d("MinMaxScaler.inverse_transform", x, static_cast<int64_t>(scale_.size()));
   std::vector<double> inv(f);
   for (int64_t j = 0; j < f; ++j) inv[j] = 1.0 / scale_[j];
-  return apply(x, min_, inv, std::vector<double>(f, 0.0));
+  const std::vector<double> zeros(f, 0.0), lo(f, lo_), origin = data_origin();
+  return apply(x, lo, zeros, inv, zeros, origin);
 }
 
 StandardScaler::StandardScaler(bool with_mean, bool with_std)
@@ -177,12 +193,13 @@ Tensor StandardScaler::transform(const Tensor& x) const {
   if (mean_.empty())
     throw ValueError("StandardScaler.transform: the scaler is not fitted; call fit first");
   const int64_t f = check_2d("StandardScaler.transform", x, static_cast<int64_t>(mean_.size()));
-  std::vector<double> sub(f, 0.0), mul(f, 1.0);
+  const std::vector<double> zeros(f, 0.0);
+  std::vector<double> mul(f, 1.0);
   for (int64_t j = 0; j < f; ++j) {
-    if (with_mean_) sub[j] = mean_[j];
     if (with_std_) mul[j] = 1.0 / scale_[j];
   }
-  return apply(x, sub, mul, std::vector<double>(f, 0.0));
+  return with_mean_ ? apply(x, shift_, offset_, mul, zeros, zeros)
+                    : apply(x, zeros, zeros, mul, zeros, zeros);
 }
 
 Tensor StandardScaler::inverse_transform(const Tensor& x) const {
@@ -190,12 +207,13 @@ Tensor StandardScaler::inverse_transform(const Tensor& x) const {
     throw ValueError("StandardScaler.inverse_transform: the scaler is not fitted; call fit first");
   const int64_t f =
       check_2d("StandardScaler.inverse_transform", x, static_cast<int64_t>(mean_.size()));
-  std::vector<double> mul(f, 1.0), add(f, 0.0);
+  const std::vector<double> zeros(f, 0.0);
+  std::vector<double> mul(f, 1.0);
   for (int64_t j = 0; j < f; ++j) {
     if (with_std_) mul[j] = scale_[j];
-    if (with_mean_) add[j] = mean_[j];
   }
-  return apply(x, std::vector<double>(f, 0.0), mul, add);
+  return with_mean_ ? apply(x, zeros, zeros, mul, offset_, shift_)
+                    : apply(x, zeros, zeros, mul, zeros, zeros);
 }
 
 }  // namespace bnorm::data

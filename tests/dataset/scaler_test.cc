@@ -97,6 +97,33 @@ TEST(Scaler, LargeMeanOverStdKeepsTheStdExact) {
   // The mean itself is a double: within one ulp of 1.7e9 (2.4e-7) of the oracle's.
   EXPECT_NEAR(all.mean()[0], static_cast<double>(mean), 2.4e-7);
   EXPECT_NEAR(parts.mean()[0], static_cast<double>(mean), 2.4e-7);
+  // The z-scores: x − mean with the mean rounded to a double is up to ulp(1.7e9)/2 = 1.2e-7 off,
+  // 1.2e-4 standard deviations; (x − shift) − offset keeps them to 1e-9.
+  const std::vector<double> z = all.transform(Tensor::from_vector({n, 1}, v)).to_vector();
+  double worst = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const long double exact = ((v[i] - v[0]) - sum / n) / std_true;  // mean − v[0] unrounded
+    worst = std::fmax(worst, std::fabs(static_cast<double>(z[i] - exact)));
+  }
+  EXPECT_LT(worst, 1e-9);
+  // And back: inverse_transform(z) within an ulp or two of x.
+  const std::vector<double> back =
+      all.inverse_transform(Tensor::from_vector({n, 1}, z)).to_vector();
+  for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(back[i], v[i], 5e-7) << i;
+}
+
+TEST(Scaler, MinMaxOfLargeOffsetsKeepsTheRangeExact) {
+  // Timestamps 1.7e9 + [0, 1e-3]: x·scale + min_ (sklearn's form) adds two numbers of 1.7e12
+  // that cancel to [0, 1], losing ulp(1.7e12) = 2.4e-4; (x − data_min)·scale + lo keeps 1e-12.
+  const int64_t n = 101;
+  std::vector<double> v(n);
+  for (int64_t i = 0; i < n; ++i) v[i] = 1.7e9 + 1e-5 * static_cast<double>((i * 37) % n);
+  MinMaxScaler s;
+  const std::vector<double> t = s.fit_transform(Tensor::from_vector({n, 1}, v)).to_vector();
+  const double lo = 1.7e9, range = 1.7e9 + 1e-5 * (n - 1) - lo;
+  for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(t[i], (v[i] - lo) / range, 1e-12) << i;
+  const std::vector<double> back = s.inverse_transform(Tensor::from_vector({n, 1}, t)).to_vector();
+  for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(back[i], v[i], 5e-7) << i;
 }
 
 TEST(Scaler, ConstantFeatureAndNaN) {

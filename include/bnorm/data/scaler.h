@@ -12,7 +12,9 @@
 namespace bnorm::data {
 
 /// x' = (x − data_min)/(data_max − data_min)·(max − min) + min, per feature (column).
-/// sklearn.preprocessing.MinMaxScaler.
+/// sklearn.preprocessing.MinMaxScaler (same fitted attributes; transform subtracts data_min
+/// first instead of adding sklearn's min_ = min − data_min·scale, which cancels for data far from
+/// 0).
 class MinMaxScaler {
  public:
   /// Throws ValueError unless min < max.
@@ -33,6 +35,9 @@ class MinMaxScaler {
   int64_t n_samples_seen() const { return n_samples_seen_; }
 
  private:
+  // data_min_, with 0 for an all-NaN feature: what transform subtracts before scaling.
+  std::vector<double> data_origin() const;
+
   double lo_, hi_;
   std::vector<double> data_min_, data_max_, scale_, min_;
   int64_t n_samples_seen_ = 0;
@@ -60,7 +65,9 @@ class StandardScaler {
   bool with_mean_, with_std_;
   std::vector<double> mean_, var_, scale_;
   std::vector<int64_t> count_;
-  // mean_ = shift_ + offset_, kept apart between partial fits (see partial_fit).
+  // mean_ = shift_ + offset_ (a value of the data and the mean's distance from it), kept apart
+  // between partial fits (see partial_fit) and subtracted in two steps by transform, so that
+  // x − mean is not limited by the mean's rounding to one double.
   std::vector<double> shift_, offset_;
 };
 
