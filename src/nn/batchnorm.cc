@@ -75,14 +75,19 @@ Tensor BatchNorm::forward(const Tensor& x) {
     factor = options_.momentum ? *options_.momentum
                                : 1.0 / static_cast<double>(num_batches_tracked_ + 1);
   }
-  BatchNormForwardResult r =
-      batch_norm_forward_train(x, w, b, update ? running_mean_ : Tensor(),
-                               update ? running_var_ : Tensor(), factor, options_.eps);
+  // The batch statistics are kept in float64 for the backward, unrounded: a float32 mean's
+  // rounding would cost the backward a pass over x to undo (batch_norm_backward_out).
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.memory_format());
+  Tensor save_mean = Tensor::empty({num_features_}, DType::kFloat64);
+  Tensor save_invstd = Tensor::empty({num_features_}, DType::kFloat64);
+  batch_norm_forward_train_out(x, w, b, update ? running_mean_ : Tensor(),
+                               update ? running_var_ : Tensor(), factor, options_.eps, y, save_mean,
+                               save_invstd);
   if (update) ++num_batches_tracked_;
   x_ = x;
-  save_mean_ = r.save_mean;
-  save_invstd_ = r.save_invstd;
-  return r.y;
+  save_mean_ = save_mean;
+  save_invstd_ = save_invstd;
+  return y;
 }
 
 Tensor BatchNorm::backward(const Tensor& dy) {

@@ -109,6 +109,23 @@ TEST(BatchNormBadInput, DtypeMismatch) {
   expect_error(
       [&] { batch_norm_backward(dy, f.x, f.w, f.rm, f.rv, r.save_mean, r.save_invstd, true); },
       "dy must have x's dtype float32, got float64");
+  // The statistics may be float64 for a float32 x (unrounded), not narrower than x.
+  Tensor sm = Tensor::empty({3}, DType::kFloat64), si = Tensor::empty({3}, DType::kFloat64);
+  Tensor y = Tensor::empty(f.x.shape());
+  batch_norm_forward_train_out(f.x, f.w, f.b, f.rm, f.rv, 0.1, 1e-5, y, sm, si);
+  Tensor x64 = f.x.to(DType::kFloat64);
+  Tensor y64 = Tensor::empty(f.x.shape(), DType::kFloat64);
+  Tensor sm32 = Tensor::empty({3}), si32 = Tensor::empty({3});
+  expect_error(
+      [&] {
+        batch_norm_forward_train_out(x64, f.w.to(DType::kFloat64), Tensor(), Tensor(), Tensor(),
+                                     0.1, 1e-5, y64, sm32, si);
+      },
+      "save_mean must have x's dtype float64, got float32");
+  batch_norm_backward(dy.to(DType::kFloat32), f.x, f.w, Tensor(), Tensor(), sm, si, true);
+  expect_error(
+      [&] { batch_norm_backward(dy, x64, Tensor(), Tensor(), Tensor(), sm, r.save_invstd, true); },
+      "save_invstd must have x's dtype float64, got float32");
 }
 
 TEST(BatchNormBadInput, RunningBuffersInEvalAndPairs) {

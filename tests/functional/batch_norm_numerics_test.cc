@@ -132,6 +132,26 @@ TEST(BatchNormNumerics, LargeMeanOverStdKeepsFloat32BackwardAccurate) {
           dy, x, w, Tensor(), Tensor(), other_mean, f.save_invstd, true, 1e-5, {true, true, true});
       EXPECT_LE(max_abs_diff(h.dx.to_vector(), as_given.dx), 1e-6 * dx_scale);
       EXPECT_GT(max_abs_diff(h.dx.to_vector(), ref.dx), 1e-4 * dx_scale);
+      // float64 statistics for the float32 x: the same y, the mean unrounded (its rounding is
+      // save_mean), and a backward as accurate without the recovery pass.
+      Tensor y = Tensor::empty(shape, DType::kFloat32, fmt);
+      Tensor mean64 = Tensor::empty({C}, DType::kFloat64);
+      Tensor invstd64 = Tensor::empty({C}, DType::kFloat64);
+      batch_norm_forward_train_out(x, w, Tensor(), Tensor(), Tensor(), 0.1, 1e-5, y, mean64,
+                                   invstd64);
+      EXPECT_EQ(y.to_vector(), f.y.to_vector());
+      EXPECT_EQ(round_to(mean64.to_vector(), DType::kFloat32), f.save_mean.to_vector());
+      BatchNormBackwardResult g64 = batch_norm_backward(dy, x, w, Tensor(), Tensor(), mean64,
+                                                        invstd64, true, 1e-5, {true, true, true});
+      const OracleBackward ref64 =
+          oracle_backward(dyv, xv, N, C, HW, wv, exact.mean, invstd64.to_vector(), true);
+      EXPECT_LE(max_abs_diff(g64.dx.to_vector(), ref64.dx), 1e-6 * dx_scale);
+      // nn::BatchNorm2d keeps its statistics in float64: its backward is that one, bit for bit.
+      nn::BatchNorm2d bn(C);
+      bn.weight().value.copy_from(w);
+      Tensor y_module = bn.forward(x);
+      EXPECT_EQ(y_module.to_vector(), f.y.to_vector());
+      EXPECT_EQ(bn.backward(dy).to_vector(), g64.dx.to_vector());
     }
   }
   unsetenv("BNORM_IMPL");

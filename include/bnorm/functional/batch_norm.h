@@ -6,7 +6,9 @@
 //
 // Shapes: x is (N, C), (N, C, L), (N, C, H, W) or (N, C, D, H, W), float32 or float64, contiguous
 // or channels-last (4-d/5-d). Per-channel tensors (weight, bias, running_mean, running_var,
-// save_mean, save_invstd) are 1-d of C elements, contiguous, with x's dtype. An undefined Tensor
+// save_mean, save_invstd) are 1-d of C elements, contiguous, with x's dtype; save_mean and
+// save_invstd may also be float64 for a float32 x (the statistics unrounded: the backward then
+// needs no pass to undo a float32 mean's rounding, see batch_norm_backward). An undefined Tensor
 // (Tensor()) stands for an absent optional argument. Statistics are per channel over N and the
 // spatial dims; HW below is the product of the spatial dims (1 for 2-d input).
 #pragma once
@@ -82,6 +84,9 @@ struct BatchNormBackwardResult {
 /// train = false: statistics were fixed; running_mean and running_var are required and
 ///   invstd = 1/sqrt(running_var + eps); dx = dy·invstd·w.
 /// Always dweight = Σ dy·(x − mean)·invstd and dbias = Σ dy per channel.
+/// A float32 save_mean is x's batch mean rounded to float; where that rounding matters (some
+/// channel's |mean| > 16 standard deviations) one statistics pass over x recovers the mean in
+/// double for the channels whose save_mean is exactly its rounding (doc/batch_norm.md, section 4).
 /// Throws ValueError for mismatched shapes, dtypes or sizes, as the forward does.
 /// PyTorch: torch.ops.aten.native_batch_norm_backward(dy, x, weight, running_mean, running_var,
 /// save_mean, save_invstd, train, eps, output_mask).
