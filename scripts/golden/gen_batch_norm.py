@@ -19,22 +19,12 @@ import sys
 
 import torch
 
+from tensor_lists import flat, fmt_layout
+
 torch.manual_seed(20261124)
 torch.set_num_threads(1)
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "data",
                    "batch_norm_golden.json")
-
-
-def flat(t):
-    """Logical (row-major NC...) order, as Python floats (exact for float32 and float64)."""
-    return [float(v) for v in t.detach().contiguous().reshape(-1).tolist()]
-
-
-def fmt_layout(t, channels_last):
-    if not channels_last:
-        return t.contiguous()
-    return t.contiguous(memory_format=torch.channels_last if t.dim() == 4 else
-                        torch.channels_last_3d)
 
 
 def make_input(shape, dtype, kind):

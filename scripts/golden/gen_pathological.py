@@ -32,6 +32,8 @@ from fractions import Fraction
 
 import torch
 
+from tensor_lists import flat, fmt_layout
+
 SEED = 20261208
 CASES = 160
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "data",
@@ -51,18 +53,6 @@ def enc(v):
     if math.isinf(v):
         return "inf" if v > 0 else "-inf"
     return v
-
-
-def flat(t):
-    """Logical (row-major NC...) order, as Python floats."""
-    return [float(v) for v in t.detach().contiguous().reshape(-1).tolist()]
-
-
-def fmt_layout(t, channels_last):
-    if not channels_last:
-        return t.contiguous()
-    return t.contiguous(memory_format=torch.channels_last if t.dim() == 4 else
-                        torch.channels_last_3d)
 
 
 def rand_shape():
