@@ -136,6 +136,14 @@ class Tensor {
   int64_t offset_of(const std::vector<int64_t>& index) const;
 };
 
+/// Tensors of at least 64 KiB give their storage, when freed, to a cache from which the next
+/// tensor of the same byte size takes it: a fresh large block costs a page fault per 4 KiB on
+/// first touch (src/internal/storage_cache.h). At most `bytes` are kept, the oldest blocks freed
+/// first; the default is an eighth of the physical memory, at least 256 MiB (0 under
+/// AddressSanitizer). 0 turns the cache off and frees what it keeps. Thread-safe.
+void set_tensor_cache_limit(std::size_t bytes);
+std::size_t tensor_cache_limit();
+
 /// Returns the strides of `format` for `shape`, in elements.
 Shape strides_for(const Shape& shape, MemoryFormat format);
 

@@ -8,15 +8,13 @@
 #include <cstring>
 #include <new>
 
-#include <sys/mman.h>
+#include "internal/storage_cache.h"
 
 namespace bnorm {
 
 namespace {
 // 64 bytes: one cache line and one AVX-512 vector, so SIMD loads of a row start aligned.
 constexpr std::size_t kAlignment = 64;
-constexpr std::size_t kHugePage = std::size_t{2} << 20;
-constexpr std::size_t kHugeThreshold = std::size_t{4} << 20;
 }  // namespace
 
 std::size_t dtype_size(DType dtype) { return dtype == DType::kFloat32 ? 4 : 8; }
@@ -55,7 +53,12 @@ Shape strides_for(const Shape& shape, MemoryFormat format) {
   return strides;
 }
 
-Tensor::Storage::~Storage() { std::free(bytes); }
+Tensor::Storage::~Storage() { detail::StorageCache::instance().release(bytes, size); }
+
+void set_tensor_cache_limit(std::size_t bytes) {
+  detail::StorageCache::instance().set_limit(bytes);
+}
+std::size_t tensor_cache_limit() { return detail::StorageCache::instance().limit(); }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, MemoryFormat format) {
   for (std::size_t i = 0; i < shape.size(); ++i) {
@@ -78,8 +81,10 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, MemoryFormat format) {
   const std::size_t bytes = t.nbytes();
   const std::size_t rounded =
       (std::max<std::size_t>(bytes, 1) + kAlignment - 1) / kAlignment * kAlignment;
-  t.storage_->bytes = static_cast<std::byte*>(std::aligned_alloc(kAlignment, rounded));
-  if (!t.storage_->bytes) throw std::bad_alloc();
+  void* block = detail::StorageCache::instance().take(rounded);
+  if (!block) block = std::aligned_alloc(kAlignment, rounded);
+  if (!block) throw std::bad_alloc();
+  t.storage_->bytes = static_cast<std::byte*>(block);
   t.storage_->size = rounded;
   return t;
 }
