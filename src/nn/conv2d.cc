@@ -110,11 +110,14 @@ Tensor Conv2d::forward(const Tensor& x) {
                     h, w, pad_, k_));
   }
   const int64_t K = in_ * k_ * k_, P = ho_ * wo_, NP = n * P;
-  std::vector<float> col(static_cast<std::size_t>(K * NP));
-  im2col(x.data<float>(), n, in_, h, w, k_, stride_, pad_, ho_, wo_, col.data());
-  std::vector<float> out(static_cast<std::size_t>(out_ * NP));
-  detail::sgemm(false, false, out_, NP, K, 1.0f, weight_.value.data<float>(), col.data(), 0.0f,
-                out.data());
+  // Scratch as tensors, not zero-filled vectors: every element is written before it is read, and
+  // tensor storage is reused between calls (Tensor's storage cache) where a fresh vector of many
+  // MiB costs a page fault per 4 KiB on every call.
+  Tensor col = Tensor::empty({K, NP});
+  im2col(x.data<float>(), n, in_, h, w, k_, stride_, pad_, ho_, wo_, col.data<float>());
+  Tensor out = Tensor::empty({out_, NP});
+  detail::sgemm(false, false, out_, NP, K, 1.0f, weight_.value.data<float>(), col.data<float>(),
+                0.0f, out.data<float>());
   Tensor y = Tensor::empty({n, out_, ho_, wo_});
   float* yp = y.data<float>();
   const float* b = has_bias_ ? bias_.value.data<float>() : nullptr;
@@ -122,7 +125,7 @@ Tensor Conv2d::forward(const Tensor& x) {
     for (int64_t plane = i0; plane < i1; ++plane) {
       const int64_t bi = plane / out_, co = plane % out_;
       const float add = b ? b[co] : 0.0f;
-      const float* src = out.data() + co * NP + bi * P;
+      const float* src = out.data<float>() + co * NP + bi * P;
       float* dst = yp + plane * P;
       for (int64_t i = 0; i < P; ++i) dst[i] = src[i] + add;
     }
@@ -138,12 +141,12 @@ Tensor Conv2d::backward(const Tensor& dy) {
   Tensor g = dy.is_contiguous() ? dy : dy.clone(MemoryFormat::kContiguous);
   const int64_t K = in_ * k_ * k_, P = ho_ * wo_, NP = n * P;
   // dy as (Cout, N·P).
-  std::vector<float> gr(static_cast<std::size_t>(out_ * NP));
+  Tensor gr_tensor = Tensor::empty({out_, NP});  // scratch, see forward
+  float* gr = gr_tensor.data<float>();
   const float* gp = g.data<float>();
   for (int64_t bi = 0; bi < n; ++bi)
     for (int64_t co = 0; co < out_; ++co)
-      std::copy(gp + (bi * out_ + co) * P, gp + (bi * out_ + co + 1) * P,
-                gr.begin() + co * NP + bi * P);
+      std::copy(gp + (bi * out_ + co) * P, gp + (bi * out_ + co + 1) * P, gr + co * NP + bi * P);
   if (has_bias_) {
     float* db = bias_.grad.data<float>();
     for (int64_t co = 0; co < out_; ++co) {
@@ -152,14 +155,13 @@ Tensor Conv2d::backward(const Tensor& dy) {
       db[co] += static_cast<float>(s);
     }
   }
-  std::vector<float> col(static_cast<std::size_t>(K * NP));
-  im2col(x_.data<float>(), n, in_, h, w, k_, stride_, pad_, ho_, wo_, col.data());
-  detail::sgemm(false, true, out_, K, NP, 1.0f, gr.data(), col.data(), 1.0f,
-                weight_.grad.data<float>());
-  detail::sgemm(true, false, K, NP, out_, 1.0f, weight_.value.data<float>(), gr.data(), 0.0f,
-                col.data());
+  Tensor col_tensor = Tensor::empty({K, NP});
+  float* col = col_tensor.data<float>();
+  im2col(x_.data<float>(), n, in_, h, w, k_, stride_, pad_, ho_, wo_, col);
+  detail::sgemm(false, true, out_, K, NP, 1.0f, gr, col, 1.0f, weight_.grad.data<float>());
+  detail::sgemm(true, false, K, NP, out_, 1.0f, weight_.value.data<float>(), gr, 0.0f, col);
   Tensor dx = Tensor::empty({n, in_, h, w});
-  col2im(col.data(), n, in_, h, w, k_, stride_, pad_, ho_, wo_, dx.data<float>());
+  col2im(col, n, in_, h, w, k_, stride_, pad_, ho_, wo_, dx.data<float>());
   return dx;
 }
 
