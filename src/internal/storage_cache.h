@@ -4,15 +4,15 @@
 // from mmap and is given back by munmap when freed, so every new large tensor pays a page fault
 // per 4 KiB page on first touch. A training step allocates and frees the same activation and
 // gradient sizes again and again: `bnorm train --model cnn --steps 100` (batch 60, with its
-// final evaluation) took 26.0 s with 2.21 million page faults, 9.2 s with 0.39 million under
-// glibc tunables that keep freed memory in the heap (GLIBC_TUNABLES=glibc.malloc.mmap_threshold=
-// …:glibc.malloc.trim_threshold=…); and a 256×1024 nn::BatchNorm1d forward + backward took
-// 1.5–1.8 + 1.6–1.9 ms with 400 page faults per step, 0.053–0.056 + 0.080–0.087 ms when malloc
-// happened to reuse its blocks (and with this cache). The cache does that for tensors only, within
-// a limit, instead of changing the process's malloc (with Conv2d's scratch as tensors too: the
-// CNN's 90 steps 26.1–26.3 → 7.5–8.3 s, 0.33 million faults; training 21–22 → 31 steps/s). Off
-// under AddressSanitizer by default, which must see freed blocks. Checked by
-// tests/core/storage_cache_test.cc.
+// final evaluation) took 25.4–26.0 s with 2.21 million page faults, 9.2–9.3 s with 0.39 million
+// under glibc tunables that keep freed memory in the heap (GLIBC_TUNABLES raising
+// glibc.malloc.mmap_threshold and glibc.malloc.trim_threshold); and a 256×1024
+// nn::BatchNorm1d forward + backward took 1.5–1.8 + 1.6–1.9 ms with 400 page faults per step,
+// 0.053–0.056 + 0.080–0.087 ms when malloc happened to reuse its blocks (and with this cache). The
+// cache does that for tensors only, within a limit, instead of changing the process's malloc (with
+// Conv2d's scratch as tensors too: the CNN's 90 steps 26.1–26.3 → 7.5–8.3 s, 0.33 million faults;
+// training 21–22 → 31 steps/s). Off under AddressSanitizer by default, which must see freed blocks.
+// Checked by tests/core/storage_cache_test.cc.
 #pragma once
 
 #include <cstddef>
