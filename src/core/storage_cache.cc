@@ -8,20 +8,6 @@
 
 namespace bnorm::detail {
 
-namespace {
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kUnderAsan = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kUnderAsan = true;
-#else
-constexpr bool kUnderAsan = false;
-#endif
-#else
-constexpr bool kUnderAsan = false;
-#endif
-}  // namespace
-
 std::size_t StorageCache::default_limit() {
   const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
   const std::size_t physical =
@@ -29,7 +15,7 @@ std::size_t StorageCache::default_limit() {
   return std::max(std::size_t{256} << 20, physical / 8);
 }
 
-StorageCache::StorageCache() : limit_(kUnderAsan ? 0 : default_limit()) {}
+StorageCache::StorageCache() : limit_(kOffByDefault ? 0 : default_limit()) {}
 
 StorageCache& StorageCache::instance() {
   static StorageCache* cache = new StorageCache;

@@ -21,11 +21,26 @@
 
 namespace bnorm::detail {
 
+// Not CacheLineVector's ThreadBlockCache: that one keeps ≤ 16 blocks of ≤ 1 MiB per thread,
+// unlocked, for the op layer's per-channel arrays; tensors are MiB to GiB and are freed on any
+// thread, so this cache is process-wide, locked, and bounded in bytes.
 class StorageCache {
  public:
   /// Smaller blocks come from malloc's heap, whose freed chunks it reuses without page faults.
   static constexpr std::size_t kMinBytes = std::size_t{64} << 10;
   static constexpr std::size_t kMaxBlocks = 64;
+  /// Under AddressSanitizer the limit starts at 0: ASan must see freed blocks to report their use.
+#if defined(__SANITIZE_ADDRESS__)
+  static constexpr bool kOffByDefault = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  static constexpr bool kOffByDefault = true;
+#else
+  static constexpr bool kOffByDefault = false;
+#endif
+#else
+  static constexpr bool kOffByDefault = false;
+#endif
   /// The default limit: an eighth of the physical memory, at least 256 MiB. The cache holds what
   /// the program freed and will likely allocate again; `bnorm train --model cnn` evaluates in
   /// chunks of 1000 images whose convolution scratch alone is 226 MiB, and under a 256 MiB limit

@@ -5,9 +5,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 #include "bnorm/tensor.h"
 
@@ -29,17 +32,17 @@ struct CacheLimit {
     set_tensor_cache_limit(default_limit());
   }
   static std::size_t default_limit() {
-#if defined(__SANITIZE_ADDRESS__)
-    return 0;
-#else
-    return StorageCache::default_limit();
-#endif
+    return StorageCache::kOffByDefault ? 0 : StorageCache::default_limit();
   }
 };
 
 TEST(TensorStorageCache, DefaultLimit) {
-  EXPECT_EQ(tensor_cache_limit(), CacheLimit::default_limit());
-  EXPECT_GE(StorageCache::default_limit(), std::size_t{256} << 20);
+  // An eighth of the physical memory, at least 256 MiB; 0 under AddressSanitizer.
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  ASSERT_GT(pages, 0);
+  const std::size_t eighth = static_cast<std::size_t>(pages) * static_cast<std::size_t>(page) / 8;
+  const std::size_t expected = std::max(std::size_t{256} << 20, eighth);
+  EXPECT_EQ(tensor_cache_limit(), StorageCache::kOffByDefault ? 0 : expected);
 }
 
 TEST(TensorStorageCache, FreedStorageServesTheNextTensorOfItsSize) {
